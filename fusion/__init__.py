@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` heads that consume cached features (no Lightning here)."""

@@ -1,0 +1,1 @@
+"""The challenge file formats as data: readers and (validating) writers."""
