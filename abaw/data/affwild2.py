@@ -1,0 +1,221 @@
+"""Read an Aff-Wild2 root as the organisers ship it, into Track records.
+
+Accepted: every edition's task folder names (``EXPR_Recognition_Challenge``,
+``EXPR_Classification_Challenge``, ``EXPR_Set``, ...), split folders ``Train_Set``/``Training_Set``
+and ``Validation_Set``, an ``annotations`` or ``ABAW Annotations`` folder, raw videos under
+``videos/`` or ``batch*/``, and test templates in any folder whose name mentions examples or
+templates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from abaw.data.annotations import parse_annotation, parse_template
+from abaw.data.records import DataError, Problem, Track
+from abaw.tasks import Task
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+SPLIT_FOLDERS = {"train_set": "train", "training_set": "train", "validation_set": "validation"}
+_SIDE = re.compile(r"_(left|right)$")
+_TEMPLATE_TASK = re.compile(r"(?:^|[_\-\s])(expr|va|au)(?:[_\-\s]|$)", re.IGNORECASE)
+
+
+@dataclass
+class AffWild2Layout:
+    """Where each part of an Aff-Wild2 root lives (None when a part is absent)."""
+
+    root: Path
+    annotations: Path | None
+    crops: Path | None
+    test_lists: Path | None
+    videos: dict[str, Path] = field(default_factory=dict)
+    templates: dict[str, Path] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def task_dir(self, task: Task) -> Path | None:
+        """The annotation folder of ``task`` under any edition's name, or None."""
+        if self.annotations is None:
+            return None
+        for name in task.annotation_dirs:
+            if (self.annotations / name).is_dir():
+                return self.annotations / name
+        return None
+
+
+def _child_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir())
+
+
+def is_affwild2_root(root: Path) -> bool:
+    """True if ``root`` holds an annotations folder or a crop folder of Aff-Wild2."""
+    return _find_annotations(root) is not None or (root / "cropped_aligned").is_dir()
+
+
+def _find_annotations(root: Path) -> Path | None:
+    for child in _child_dirs(root):
+        if child.name.lower() in ("annotations", "abaw annotations", "abaw_annotations"):
+            return child
+    return None
+
+
+def find_layout(root: str | Path) -> AffWild2Layout:
+    """Locate the parts of an Aff-Wild2 root.
+
+    Raises:
+        DataError: the root does not exist or has neither annotations nor crops.
+    """
+    given = Path(root)
+    if not given.is_dir():
+        raise DataError(given, message="dataset root not found")
+    # A root holding both datasets (as the sample does) has Aff-Wild2 one level down.
+    candidates = [given] + [d for d in _child_dirs(given) if d.name.lower().replace("-", "") == "affwild2"]
+    root = next((c for c in candidates if is_affwild2_root(c)), None)
+    if root is None:
+        raise DataError(given, message="no 'annotations' (or 'ABAW Annotations') or 'cropped_aligned' folder")
+    layout = AffWild2Layout(
+        root=root,
+        annotations=_find_annotations(root),
+        crops=root / "cropped_aligned" if (root / "cropped_aligned").is_dir() else None,
+        test_lists=next((d for d in _child_dirs(root) if d.name.lower().startswith("names_of_videos")), None),
+    )
+    for folder in _child_dirs(root):
+        name = folder.name.lower()
+        if name in ("videos", "raw_videos") or name.startswith("batch"):
+            _index_videos(folder, layout)
+        elif "example" in name or "template" in name:
+            _index_templates(folder, layout)
+    return layout
+
+
+def _index_videos(folder: Path, layout: AffWild2Layout) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            continue
+        if path.stem in layout.videos:
+            layout.problems.append(
+                Problem(path, f"duplicate of video {layout.videos[path.stem]}; using the first", severity="warning")
+            )
+            continue
+        layout.videos[path.stem] = path
+
+
+def _index_templates(folder: Path, layout: AffWild2Layout) -> None:
+    for path in sorted(folder.glob("*.txt")):
+        match = _TEMPLATE_TASK.search(path.stem)
+        if match:
+            layout.templates.setdefault(match.group(1).lower(), path)
+
+
+def video_name(track_id: str, videos: dict[str, Path]) -> str:
+    """The raw video a track belongs to: the id itself if such a video exists, else without
+    its ``_left``/``_right`` suffix (both sides of a two-person video share one file)."""
+    if track_id in videos:
+        return track_id
+    return _SIDE.sub("", track_id)
+
+
+def crop_mask(crop_dir: Path, frames: np.ndarray) -> np.ndarray:
+    """(T,) bool: whether ``crop_dir/%05d.jpg`` exists for each frame number in ``frames``."""
+    try:
+        present = {entry.name for entry in os.scandir(crop_dir)}
+    except FileNotFoundError:
+        return np.zeros(len(frames), dtype=bool)
+    return np.fromiter((f"{int(f):05d}.jpg" in present for f in frames), dtype=bool, count=len(frames))
+
+
+def read_test_list(path: Path) -> list[str]:
+    """Track ids of a test-set release list, one per line (blank lines ignored)."""
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+
+
+def load_tracks(
+    layout: AffWild2Layout,
+    task: Task,
+    splits: tuple[str, ...] = ("train", "validation", "test"),
+    problems: list[Problem] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Track]:
+    """Read every track of ``task`` in ``splits``.
+
+    With ``problems`` given, a bad file is recorded there and skipped; without it the first bad
+    file raises DataError. Crop masks are filled when the root has ``cropped_aligned``.
+    ``progress(done, total)`` is called every 100 annotation files.
+    """
+
+    def fail(error: DataError) -> None:
+        if problems is None:
+            raise error
+        problems.append(error.problem)
+
+    tracks: list[Track] = []
+    task_dir = layout.task_dir(task)
+    if task_dir is None and any(s != "test" for s in splits):
+        fail(DataError(layout.annotations or layout.root, message=f"no annotation folder for {task.name.upper()} "
+                       f"(looked for {', '.join(task.annotation_dirs)})"))
+    for split_dir in _child_dirs(task_dir) if task_dir is not None else []:
+        split = SPLIT_FOLDERS.get(split_dir.name.lower())
+        if split is None:
+            if problems is not None:
+                problems.append(Problem(split_dir, "unknown split folder; expected Train_Set, "
+                                        "Training_Set or Validation_Set", severity="warning"))
+            continue
+        if split not in splits:
+            continue
+        files = sorted(split_dir.glob("*.txt"))
+        for done, path in enumerate(files, 1):
+            if progress is not None and done % 100 == 0:
+                progress(done, len(files))
+            try:
+                labels, valid = parse_annotation(path, task)
+            except DataError as e:
+                fail(e)
+                continue
+            tracks.append(_track(layout, task, split, path.stem, path, np.arange(1, len(labels) + 1), labels, valid))
+    if "test" in splits:
+        tracks.extend(_test_tracks(layout, task, fail))
+    return tracks
+
+
+def _test_tracks(layout: AffWild2Layout, task: Task, fail) -> list[Track]:
+    """Test tracks: ids from the release list, rows (T) from the task's template."""
+    template = layout.templates.get(task.template_key)
+    if template is None:
+        return []
+    try:
+        rows = parse_template(template)
+    except DataError as e:
+        fail(e)
+        return []
+    listed = None
+    if layout.test_lists is not None and (layout.test_lists / task.test_list).is_file():
+        listed = read_test_list(layout.test_lists / task.test_list)
+        for track_id in sorted(set(listed) - set(rows)):
+            fail(DataError(layout.test_lists / task.test_list, message=f"test track {track_id} has no rows "
+                           f"in the template {template}"))
+    tracks = []
+    for track_id, frames in rows.items():
+        if listed is not None and track_id not in listed:
+            fail(DataError(template, message=f"rows for track {track_id}, which is not in the test list "
+                           f"{task.test_list}"))
+        track = _track(layout, task, "test", track_id, template, frames, None, None)
+        if track.video_path is None and layout.videos:
+            fail(DataError(template, message=f"template rows for track {track_id}, but no raw video "
+                           f"{track.video} was found"))
+        tracks.append(track)
+    return tracks
+
+
+def _track(layout, task, split, track_id, source, frames, labels, valid) -> Track:
+    video = video_name(track_id, layout.videos)
+    crop_present = crop_mask(layout.crops / track_id, frames) if layout.crops is not None else None
+    return Track(
+        id=track_id, task=task.name, split=split, video=video, video_path=layout.videos.get(video),
+        source=source, frames=frames, labels=labels, valid=valid, crop_present=crop_present,
+    )

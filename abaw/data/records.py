@@ -1,0 +1,73 @@
+"""Typed records produced by the dataset readers, and the error they raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of a dataset check, printed as ``path:line: message``."""
+
+    path: Path
+    message: str
+    line: int | None = None
+    severity: str = "error"  # "error" or "warning"
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+        kind = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{where}: {kind}{self.message}"
+
+
+class DataError(ValueError):
+    """A dataset file is missing or malformed; ``problem`` names the file (and line)."""
+
+    def __init__(self, path: str | Path, message: str, line: int | None = None) -> None:
+        self.problem = Problem(Path(path), message, line)
+        super().__init__(str(self.problem))
+
+
+@dataclass
+class Track:
+    """One annotated sequence: a person in an Aff-Wild2 video, or a whole DVD video.
+
+    Row ``i`` of every per-frame array is frame ``i + 1`` of the annotation file (or of the test
+    template), which is the truth for the track's length: decoded video frames are padded or
+    clipped to it downstream.
+
+    Attributes:
+        id: track name as the organisers write it (``video10_1_left``, ``0001``).
+        task: task name (``expr``, ``va``, ``au``, ``vd``).
+        split: ``train``, ``validation`` or ``test``.
+        video: raw video id shared by ``_left``/``_right`` tracks (the suffix stripped).
+        video_path: the raw video file, or None if it was not found.
+        labels: (T, C) float32 labels, invalid codes kept as written; None for test tracks.
+        valid: (T, C) bool, False where the label is the invalid code; None for test tracks.
+        crop_present: (T,) bool, True where ``cropped_aligned/<id>/%05d.jpg`` exists; None if the
+            dataset has no crops (DVD) or the crop folder is absent.
+        source: the annotation file, or the template the test rows came from.
+        frames: frame numbers (1-based) of the rows; ``arange(1, T + 1)`` for annotations.
+    """
+
+    id: str
+    task: str
+    split: str
+    video: str
+    video_path: Path | None
+    source: Path
+    frames: np.ndarray
+    labels: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    crop_present: np.ndarray | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        """T, the number of annotated (or template) rows."""
+        return int(len(self.frames))
