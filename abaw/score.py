@@ -1,0 +1,49 @@
+"""Score a prediction file in the submission format against a split's annotations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from abaw.data import load_tracks
+from abaw.data.records import DataError, Track
+from abaw.metrics import Score, score
+from abaw.tasks import Task
+from submissions.formats import check_rows, read_submission
+
+SPLIT_NAMES = {
+    "train": "train", "train_set": "train", "training_set": "train", "training": "train",
+    "validation": "validation", "validation_set": "validation", "val": "validation",
+}
+
+
+def normalise_split(name: str) -> str:
+    """``Validation_Set``/``validation``/``val`` -> ``validation``; likewise for train."""
+    try:
+        return SPLIT_NAMES[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown split {name!r}; valid: Train_Set, Validation_Set (or train, validation)") from None
+
+
+def pooled_labels(tracks: list[Track]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate the (T, C) labels and valid masks of ``tracks`` in order."""
+    return np.concatenate([t.labels for t in tracks]), np.concatenate([t.valid for t in tracks])
+
+
+def score_submission(task: Task, predictions: str | Path, root: str | Path, split: str = "validation") -> Score:
+    """Official score of a submission-format prediction file (or folder/zip) on ``split``.
+
+    Raises:
+        DataError: the predictions miss, duplicate or add rows, or hold out-of-range values.
+    """
+    split = normalise_split(split)
+    tracks = load_tracks(root, task, splits=(split,))
+    if not tracks:
+        raise DataError(Path(root), f"no {split} tracks for {task.name.upper()}")
+    predictions = Path(predictions)
+    rows = read_submission(predictions, task)
+    check_rows({t.id: t.frames for t in tracks}, rows, predictions)
+    y_pred = np.concatenate([rows[t.id].values[np.argsort(rows[t.id].frames)] for t in tracks])
+    y_true, valid = pooled_labels(tracks)
+    return score(task, y_true, y_pred, valid)

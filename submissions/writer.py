@@ -1,0 +1,77 @@
+"""Writers that check a submission against the expected rows before writing a byte.
+
+A file is written to a temporary name and moved into place only when complete, so a refused
+or interrupted write never leaves a partial submission behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from abaw.data.records import DataError
+from abaw.tasks import Task
+from submissions.formats import TrackRows, check_rows, parse_value_fields
+
+
+def _format_values(task: Task, values: np.ndarray) -> list[str]:
+    if task.kind == "regression":
+        return [f"{v:.6f}" for v in values]
+    return [str(int(round(v))) for v in values]
+
+
+def _check_values(task: Task, rows: dict[str, TrackRows], target: Path) -> None:
+    for track, track_rows in rows.items():
+        for i, values in enumerate(track_rows.values):
+            fields = [f"{v!r}" for v in values.tolist()]
+            try:
+                parse_value_fields(target, i + 1, fields, task)
+            except DataError as e:
+                raise DataError(target, f"track {track} frame {track_rows.frames[i]}: {e.problem.message}") from None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, newline="\n") as f:
+        f.write(text)
+    os.replace(f.name, path)
+
+
+def write_task_file(path: str | Path, task: Task, expected: dict[str, np.ndarray], rows: dict[str, TrackRows]) -> None:
+    """Write an Aff-Wild2 one-file-per-task submission.
+
+    Args:
+        expected: frame numbers per track in the template's order (the rows the file must have).
+        rows: predictions per track; values (n, task.columns): class index, 0/1 or values.
+
+    Raises:
+        DataError: a missing, duplicated, unknown or reordered row, or an out-of-range value;
+            nothing is written then.
+    """
+    path = Path(path)
+    check_rows(expected, rows, path, ordered=True)
+    _check_values(task, rows, path)
+    out = [",".join(task.submission_header)]
+    for track, track_rows in rows.items():
+        for frame, values in zip(track_rows.frames, track_rows.values):
+            out.append(",".join([f"{track}/{frame:05d}.jpg", *_format_values(task, values)]))
+    _atomic_write(path, "\n".join(out) + "\n")
+
+
+def write_dvd_folder(folder: str | Path, expected: dict[str, np.ndarray], rows: dict[str, TrackRows]) -> list[Path]:
+    """Write one ``<id>.csv`` per DVD video into ``folder`` (checked first, like write_task_file)."""
+    from abaw.tasks import VD
+
+    folder = Path(folder)
+    check_rows(expected, rows, folder, ordered=True)
+    _check_values(VD, rows, folder)
+    written = []
+    for video, track_rows in rows.items():
+        lines = [",".join(VD.submission_header)]
+        lines += [f"{frame},{int(v[0])}" for frame, v in zip(track_rows.frames, track_rows.values)]
+        _atomic_write(folder / f"{video}.csv", "\n".join(lines) + "\n")
+        written.append(folder / f"{video}.csv")
+    return written
