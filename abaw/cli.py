@@ -1,0 +1,124 @@
+"""The ``abaw`` command: one sub-command per step of the workflow.
+
+Every entry point is ``main(argv) -> int`` so tests call it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from abaw.config import ConfigError  # noqa: E402
+from abaw.data.records import DataError  # noqa: E402
+from abaw.tasks import TASKS, get_task  # noqa: E402
+from features.media import MediaError  # noqa: E402
+
+
+def _sample_data(args: argparse.Namespace) -> int:
+    from abaw.data.sample import generate
+
+    options = {k: v for k, v in (("tracks", args.tracks), ("seconds", args.seconds)) if v is not None}
+    manifest = generate(Path(args.out), seed=args.seed, progress=lambda m: print(m, file=sys.stderr), **options)
+    print(f"wrote sample dataset to {args.out} ({len(manifest['tracks'])} task tracks, "
+          f"{len(manifest['videos'])} videos)")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from abaw.inspection import main_inspect
+
+    return main_inspect(args.root, probe_videos=not args.skip_videos)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from abaw.score import score_submission
+
+    task = get_task(args.task)
+    result = score_submission(task, args.predictions, args.root, args.split)
+    print(f"{task.name.upper()} {args.split}: {result.value:.6f}")
+    for name, value in result.parts.items():
+        print(f"  {name:<12} {value:.6f}")
+    return 0
+
+
+def _folds(args: argparse.Namespace) -> int:
+    from abaw.folds import ensure_folds, fold_distributions
+
+    task = get_task(args.task)
+    folds, tracks = ensure_folds(args.root, task.dataset, args.out, k=args.k, seed=args.seed, rebuild=args.rebuild)
+    if task not in tracks:
+        raise DataError(Path(args.root), f"no {task.name.upper()} annotations to describe")
+    per_fold, pooled, distance = fold_distributions(task, tracks[task], folds)
+    counts = [sum(1 for t in tracks[task] if folds.fold_of(t) == f) for f in range(folds.k)]
+    print(f"{task.name.upper()} folds (k={folds.k}, seed={folds.seed}) saved in {args.out}")
+    print("fold  tracks  L2-to-pooled  distribution")
+    for fold in range(folds.k):
+        shown = " ".join(f"{p:.3f}" for p in per_fold[fold])
+        print(f"{fold:>4}  {counts[fold]:>6}  {distance[fold]:>12.4f}  {shown}")
+    print(f"pooled                      {' '.join(f'{p:.3f}' for p in pooled)}")
+    print(f"largest L2 distance to the pooled distribution: {distance.max():.4f}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from abaw.pipeline import run
+
+    return run(args.config, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="abaw", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("sample-data", help="write the procedurally generated sample dataset")
+    p.add_argument("out", help="folder to create (must not exist or be empty)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tracks", type=int, default=None, help="Aff-Wild2 train+validation videos")
+    p.add_argument("--seconds", type=float, default=None, help="typical video duration")
+    p.set_defaults(handler=_sample_data)
+
+    p = commands.add_parser("inspect", help="validate a dataset root and summarise it")
+    p.add_argument("root")
+    p.add_argument("--skip-videos", action="store_true", help="do not open raw videos (no fps column)")
+    p.set_defaults(handler=_inspect)
+
+    p = commands.add_parser("score", help="score a submission-format prediction file with the official metric")
+    p.add_argument("--task", required=True, choices=sorted(TASKS))
+    p.add_argument("--split", default="Validation_Set")
+    p.add_argument("predictions", help="file (Aff-Wild2), or folder/zip of per-track files")
+    p.add_argument("root", help="dataset root with the annotations")
+    p.set_defaults(handler=_score)
+
+    p = commands.add_parser("folds", help="build (or read) grouped, balanced CV folds and describe them")
+    p.add_argument("--task", required=True, choices=sorted(TASKS))
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="folds.json", help="the folds file (read if it exists)")
+    p.add_argument("--rebuild", action="store_true", help="replace folds saved for this dataset")
+    p.add_argument("root")
+    p.set_defaults(handler=_folds)
+
+    p = commands.add_parser("run", help="run the whole workflow from a config file")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
+    p.set_defaults(handler=_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``abaw`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (DataError, ConfigError, MediaError, ValueError) as e:
+        print(f"abaw: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

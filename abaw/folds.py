@@ -1,0 +1,187 @@
+"""Grouped, label-balanced, seeded K-fold splits over train ∪ validation, persisted as JSON.
+
+A fold is a set of raw videos: both sides of a two-person video, and for Aff-Wild2 every
+task's tracks of a video, land in the same fold, so no person or scene is in training and
+held-out data at once. Videos are assigned greedily, largest first, each to the fold whose
+label counts it brings closest to an even share of every task's label counts, which balances
+the label distribution and the frame count together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from abaw.data.records import DataError, Track
+from abaw.tasks import Task
+
+VA_BINS = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+
+
+def label_counts(task: Task, track: Track) -> tuple[np.ndarray, np.ndarray]:
+    """Label counts of one track and what they are proportions of.
+
+    Returns ``(counts, totals)`` of equal length: EXPR frames per class / valid frames;
+    VA frames per quarter of [-1, 1], valence then arousal / valid frames of that dimension;
+    AU positive frames per AU / valid rows; VD frames per class / frames.
+    """
+    labels, valid = track.labels, track.valid
+    if task.kind in ("multiclass", "binary"):
+        num_classes = len(task.labels) if task.kind == "multiclass" else 2
+        counts = np.bincount(labels[valid[:, 0], 0].astype(np.int64), minlength=num_classes).astype(float)
+        return counts, np.full(num_classes, counts.sum())
+    if task.kind == "regression":
+        parts = [np.histogram(labels[valid[:, c], c], bins=VA_BINS)[0] for c in range(labels.shape[1])]
+        counts = np.concatenate(parts).astype(float)
+        return counts, np.repeat([p.sum() for p in parts], len(VA_BINS) - 1).astype(float)
+    counts = np.where(valid, labels, 0).sum(axis=0).astype(float)
+    return counts, valid.sum(axis=0).astype(float)
+
+
+@dataclass(frozen=True)
+class Folds:
+    """Fold index of every raw video of one dataset."""
+
+    k: int
+    seed: int
+    dataset: str
+    videos: dict[str, int]
+
+    def fold_of(self, track: Track, source: Path | None = None) -> int:
+        """The fold of ``track``; DataError if its video was not in the data the folds were built on."""
+        try:
+            return self.videos[track.video]
+        except KeyError:
+            raise DataError(
+                source or Path("folds.json"),
+                f"video {track.video} (track {track.id}) has no fold: the folds were built on other "
+                "data; rebuild them (abaw folds --rebuild)",
+            ) from None
+
+
+def build_folds(tracks_by_task: dict[Task, list[Track]], k: int = 5, seed: int = 0) -> Folds:
+    """Assign every raw video of the given train/validation tracks to one of ``k`` folds.
+
+    All tasks must belong to one dataset. Raises ValueError if there are fewer videos than folds.
+    """
+    datasets = {task.dataset for task in tracks_by_task}
+    if len(datasets) != 1:
+        raise ValueError(f"folds are built per dataset, got tasks of {sorted(datasets)}")
+    videos = sorted({t.video for tracks in tracks_by_task.values() for t in tracks if t.split != "test"})
+    if len(videos) < k:
+        raise ValueError(f"{len(videos)} videos cannot fill {k} folds")
+    index = {video: i for i, video in enumerate(videos)}
+    blocks = []
+    for task, tracks in tracks_by_task.items():
+        block = None
+        for track in tracks:
+            if track.split == "test":
+                continue
+            counts, totals = label_counts(task, track)
+            if block is None:
+                block = np.zeros((len(videos), 2 * len(counts)))
+            block[index[track.video]] += np.concatenate([counts, totals])
+        if block is not None:
+            # Each task weighs the same however many frames it has.
+            blocks.append(block / np.maximum(block.sum(axis=0), 1.0))
+    weights = np.concatenate(blocks, axis=1)
+    target = weights.sum(axis=0) / k
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(videos)), -weights.sum(axis=1)))
+    fold_sums = np.zeros((k, weights.shape[1]))
+    assignment: dict[str, int] = {}
+    for i in order:
+        cost = ((fold_sums + weights[i] - target) ** 2).sum(axis=1) - ((fold_sums - target) ** 2).sum(axis=1)
+        fold = int(np.argmin(cost))
+        fold_sums[fold] += weights[i]
+        assignment[videos[i]] = fold
+    return Folds(k=k, seed=seed, dataset=datasets.pop(), videos=dict(sorted(assignment.items())))
+
+
+def save_folds(folds: Folds, path: str | Path) -> None:
+    """Write ``folds`` to ``path`` atomically; other datasets already in the file are kept."""
+    path = Path(path)
+    data = _read_json(path) if path.exists() else {"version": 1, "datasets": {}}
+    data["datasets"][folds.dataset] = {"k": folds.k, "seed": folds.seed, "videos": folds.videos}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        json.dump(data, f, indent=1)
+    os.replace(f.name, path)
+
+
+def load_folds(path: str | Path, dataset: str) -> Folds | None:
+    """The folds of ``dataset`` saved in ``path``, or None if the file or the dataset is absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    entry = _read_json(path).get("datasets", {}).get(dataset)
+    if entry is None:
+        return None
+    return Folds(k=int(entry["k"]), seed=int(entry["seed"]), dataset=dataset, videos=dict(entry["videos"]))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"not valid JSON: {e.msg}", e.lineno) from None
+
+
+def fold_distributions(task: Task, tracks: list[Track], folds: Folds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-fold label distribution of ``task`` and its L2 distance to the pooled one.
+
+    Returns ``(per_fold, pooled, distance)``: (k, L) proportions (see :func:`label_counts`),
+    (L,) pooled proportions, (k,) Euclidean distances.
+    """
+    counts = totals = None
+    for track in tracks:
+        if track.split == "test":
+            continue
+        c, t = label_counts(task, track)
+        if counts is None:
+            counts, totals = np.zeros((folds.k, len(c))), np.zeros((folds.k, len(c)))
+        fold = folds.fold_of(track)
+        counts[fold] += c
+        totals[fold] += t
+    per_fold = counts / np.maximum(totals, 1.0)
+    pooled = counts.sum(axis=0) / np.maximum(totals.sum(axis=0), 1.0)
+    return per_fold, pooled, np.linalg.norm(per_fold - pooled, axis=1)
+
+
+def ensure_folds(
+    root: str | Path, dataset: str, path: str | Path, k: int = 5, seed: int = 0, rebuild: bool = False
+) -> tuple[Folds, dict[Task, list[Track]]]:
+    """Folds of ``dataset`` at ``root``: read from ``path`` when saved there for the same k, seed
+    and videos, else built and saved. Returns them with the train/validation tracks per task.
+
+    Raises:
+        DataError: ``path`` holds folds with another k or seed, or for other videos, and
+            ``rebuild`` is False (silently changing a team's folds would invalidate its CV runs).
+    """
+    from abaw.data import affwild2, load_tracks
+    from abaw.tasks import AFFWILD2_TASKS, VD
+
+    if dataset == "affwild2":
+        layout = affwild2.find_layout(root)
+        tasks = [t for t in AFFWILD2_TASKS if layout.task_dir(t) is not None]
+        tracks = {t: affwild2.load_tracks(layout, t, splits=("train", "validation")) for t in tasks}
+    else:
+        tracks = {VD: load_tracks(root, VD, splits=("train", "validation"))}
+    videos = {t.video for group in tracks.values() for t in group}
+    saved = None if rebuild else load_folds(path, dataset)
+    if saved is not None:
+        if (saved.k, saved.seed) != (k, seed) or set(saved.videos) != videos:
+            raise DataError(
+                Path(path),
+                f"saved {dataset} folds (k={saved.k}, seed={saved.seed}, {len(saved.videos)} videos) do not "
+                f"match the request (k={k}, seed={seed}, {len(videos)} videos); rebuild them with --rebuild",
+            )
+        return saved, tracks
+    folds = build_folds(tracks, k=k, seed=seed)
+    save_folds(folds, path)
+    return folds, tracks
