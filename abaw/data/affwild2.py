@@ -214,8 +214,9 @@ def _test_tracks(layout: AffWild2Layout, task: Task, fail) -> list[Track]:
 
 def _track(layout, task, split, track_id, source, frames, labels, valid) -> Track:
     video = video_name(track_id, layout.videos)
-    crop_present = crop_mask(layout.crops / track_id, frames) if layout.crops is not None else None
+    crop_dir = layout.crops / track_id if layout.crops is not None else None
     return Track(
         id=track_id, task=task.name, split=split, video=video, video_path=layout.videos.get(video),
-        source=source, frames=frames, labels=labels, valid=valid, crop_present=crop_present,
+        source=source, frames=frames, labels=labels, valid=valid, crop_dir=crop_dir,
+        crop_present=crop_mask(crop_dir, frames) if crop_dir is not None else None,
     )

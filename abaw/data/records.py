@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,7 @@ class Track:
             dataset has no crops (DVD) or the crop folder is absent.
         source: the annotation file, or the template the test rows came from.
         frames: frame numbers (1-based) of the rows; ``arange(1, T + 1)`` for annotations.
+        crop_dir: ``cropped_aligned/<id>`` (Aff-Wild2), or None where the dataset has no crops.
     """
 
     id: str
@@ -65,7 +66,7 @@ class Track:
     labels: np.ndarray | None = None
     valid: np.ndarray | None = None
     crop_present: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
+    crop_dir: Path | None = None
 
     @property
     def num_frames(self) -> int:
