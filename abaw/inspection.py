@@ -141,9 +141,9 @@ def format_report(stats: dict, problems: list[Problem]) -> str:
     return "\n".join(lines)
 
 
-def main_inspect(root: str, probe_videos: bool = True, stream=sys.stdout) -> int:
+def main_inspect(root: str, probe_videos: bool = True) -> int:
     """Run the inspection, print the report; 1 if any problem is an error."""
     stats, problems = inspect_root(root, log=lambda message: print(message, file=sys.stderr),
                                    probe_videos=probe_videos)
-    print(format_report(stats, problems), file=stream)
+    print(format_report(stats, problems))
     return 1 if any(p.severity == "error" for p in problems) else 0

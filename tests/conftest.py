@@ -84,3 +84,13 @@ def dvd_root(tmp_path: Path) -> Path:
     (root / "Test" / "videos" / "0100.mp4").write_bytes(b"")
     (root / "Test" / "templates" / "0100.csv").write_text("Frame_Number,Label\n1,\n2,\n3,\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    """A tiny generated sample dataset (both datasets), shared by the tests that only read it."""
+    from abaw.cli import main
+
+    root = tmp_path_factory.mktemp("sample") / "data"
+    assert main(["sample-data", str(root), "--seed", "1", "--tracks", "5", "--seconds", "2"]) == 0
+    return root
