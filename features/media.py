@@ -66,7 +66,12 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def frame_timestamps(path: str | Path) -> np.ndarray:
-    """Return the (N, 2) float64 start/end time in seconds of every decodable frame (decord)."""
+    """Return the (N, 2) float64 start/end time in seconds of every decodable frame.
+
+    decord's ``get_frame_timestamp`` is the source; where it gives nonsense (negative or
+    decreasing times, as it does for every frame of some AVI files) the times come from the
+    container's packet timestamps through PyAV instead.
+    """
     import decord
 
     path = Path(path)
@@ -74,4 +79,77 @@ def frame_timestamps(path: str | Path) -> np.ndarray:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     except decord.DECORDError as e:
         raise MediaError(f"{path}: cannot open video: {e}") from e
-    return np.asarray(reader.get_frame_timestamp(np.arange(len(reader))), dtype=np.float64).reshape(-1, 2)
+    stamps = np.asarray(reader.get_frame_timestamp(np.arange(len(reader))), dtype=np.float64).reshape(-1, 2)
+    if len(stamps) and (stamps.min() < 0 or np.any(np.diff(stamps[:, 0]) <= 0)):
+        stamps = _packet_timestamps(path, len(stamps))
+    return stamps
+
+
+def _packet_timestamps(path: Path, frames: int) -> np.ndarray:
+    """(frames, 2) start/end times from the video packets' presentation times (PyAV)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        starts = sorted(float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None)
+    if len(starts) < frames:
+        raise MediaError(f"{path}: {frames} frames decode but only {len(starts)} packets carry timestamps")
+    starts_array = np.asarray(starts[:frames]) - starts[0]
+    step = float(np.median(np.diff(starts_array))) if frames > 1 else 0.0
+    ends = np.append(starts_array[1:], starts_array[-1] + step)
+    return np.stack([starts_array, ends], axis=1)
+
+
+def video_duration(path: str | Path) -> float:
+    """End time in seconds of the last decodable frame (decord), the clock audio is cropped to."""
+    stamps = frame_timestamps(path)
+    return float(stamps[-1, 1]) if len(stamps) else 0.0
+
+
+def decode_audio(path: str | Path, sample_rate: int = 16000, duration: float | None = None) -> np.ndarray | None:
+    """Decode the first audio stream of ``path`` to a (N,) float32 mono waveform at ``sample_rate``.
+
+    PyAV decodes and libswresample downmixes and resamples (decord's audio reader corrupts
+    stereo and resamples late). Sample 0 is put at the time of the video's first frame, the
+    zero of decord's frame timestamps: audio that starts later is preceded by zeros, audio that
+    starts earlier loses its head. With ``duration`` (seconds, usually :func:`video_duration`)
+    the result is cropped or zero-padded to ``round(duration * sample_rate)`` samples.
+    Returns None when the file has no audio stream; raises :class:`MediaError` naming the file
+    when it cannot be opened or decoded.
+    """
+    import av
+
+    path = Path(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return None
+            stream = container.streams.audio[0]
+            video_start = 0.0
+            if container.streams.video:
+                video = container.streams.video[0]
+                if video.start_time is not None and video.time_base is not None:
+                    video_start = float(video.start_time * video.time_base)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+            pieces: list[np.ndarray] = []
+            first_time: float | None = None
+            for frame in container.decode(stream):
+                if first_time is None and frame.time is not None:
+                    first_time = float(frame.time)
+                for out in resampler.resample(frame):
+                    pieces.append(out.to_ndarray().reshape(-1))
+            # The resampler holds back the tail of its filter until flushed.
+            for out in resampler.resample(None):
+                pieces.append(out.to_ndarray().reshape(-1))
+    except av.FFmpegError as e:
+        raise MediaError(f"{path}: cannot decode audio: {e}") from e
+    wave = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
+    offset = int(round(((first_time or 0.0) - video_start) * sample_rate))
+    if offset > 0:
+        wave = np.concatenate([np.zeros(offset, np.float32), wave])
+    elif offset < 0:
+        wave = wave[-offset:]
+    if duration is not None:
+        target = max(int(round(duration * sample_rate)), 0)
+        wave = wave[:target] if len(wave) >= target else np.pad(wave, (0, target - len(wave)))
+    return np.ascontiguousarray(wave, dtype=np.float32)
