@@ -64,6 +64,31 @@ def _folds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extract(args: argparse.Namespace) -> int:
+    from abaw.config import load_config
+    from abaw.extraction import run_extract
+
+    overrides = list(args.overrides)
+    if args.devices is not None:
+        overrides.append(f"extract.devices={args.devices}")
+    if args.num_nodes is not None:
+        overrides.append(f"extract.num_nodes={args.num_nodes}")
+    return run_extract(load_config(args.config, overrides))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from abaw.config import load_config, make_run_dir
+    from abaw.training.train import train
+
+    config = load_config(args.config, list(args.overrides))
+    suffix = "" if args.fold is None else f"-fold{args.fold}"
+    run_dir = make_run_dir(config, f"train-{config.train.task}{suffix}")
+    result = train(config, run_dir, fold=args.fold)
+    print(f"{config.train.task.upper()} best validation score {result.best_score:.4f}")
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from abaw.pipeline import run
 
@@ -102,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true", help="replace folds saved for this dataset")
     p.add_argument("root")
     p.set_defaults(handler=_folds)
+
+    p = commands.add_parser("extract", help="extract features once into the cache (resumable)")
+    p.add_argument("--config", required=True, help="e.g. configs/extract/sample.yaml")
+    p.add_argument("--devices", type=int, default=None, help="processes per node (Lightning Fabric)")
+    p.add_argument("--num-nodes", type=int, default=None)
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
+    p.set_defaults(handler=_extract)
+
+    p = commands.add_parser("train", help="train one task's head on the feature cache")
+    p.add_argument("--config", required=True, help="e.g. configs/task/expr.yaml")
+    p.add_argument("--fold", type=int, default=None, help="train on the other folds, validate on this one")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
+    p.set_defaults(handler=_train)
 
     p = commands.add_parser("run", help="run the whole workflow from a config file")
     p.add_argument("config")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -49,6 +50,54 @@ class FoldsConfig:
 
 
 @dataclass(frozen=True)
+class ExtractConfig:
+    """Feature extraction: which extractors, where the cache lives, on which devices.
+
+    ``features`` maps a label to a registry entry and its spec overrides, e.g.
+    ``{"face": {"extractor": "efficientnet", "weights": "..."}}``; a label without an
+    ``extractor`` key names the registry entry itself.
+    """
+
+    cache: str = "cache/features"
+    features: dict[str, Any] = field(default_factory=dict)
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One task's head on cached features (``abaw train``).
+
+    ``features`` are labels of ``extract.features``; ``model`` holds ``fusion.create_model``
+    arguments; ``fallback`` an MLP on one stream (``{"stream": label, "hidden": 128}``) or
+    null; ``trainer`` is passed to ``lightning.Trainer`` (accelerator, devices, strategy,
+    num_nodes, ...).
+    """
+
+    task: str = "expr"
+    features: list[str] = field(default_factory=list)
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "fusion_moe", "hidden": 128, "experts": 4})
+    fallback: dict[str, Any] | None = None
+    window: int = 32
+    batch_size: int = 16
+    epochs: int = 20
+    patience: int = 5
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_fraction: float = 0.05
+    label_smoothing: float = 0.0
+    va_mse: float = 0.0
+    au_pos_weight_max: float = 10.0
+    balance: float = 0.01
+    num_workers: int = 0
+    deterministic: bool = True
+    resume: str | None = None
+    trainer: dict[str, Any] = field(default_factory=lambda: {"accelerator": "cpu", "devices": 1})
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a run. YAML files and overrides change fields of this tree."""
 
@@ -59,6 +108,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     @property
     def folds_path(self) -> Path:

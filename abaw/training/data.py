@@ -1,0 +1,146 @@
+"""Training data over the feature store: windows of consecutive rows of one track, every
+configured stream read from its memory-mapped cache, with labels and masks.
+
+The store is never loaded whole: each window reads its rows from ``np.load(mmap_mode="r")``
+maps, so a corpus far larger than RAM trains with a flat memory profile.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from abaw.data.records import DataError, Track
+from features.store import FeatureStore
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One feature stream of a model: its cache, modality and width."""
+
+    label: str
+    store: FeatureStore
+    modality: str
+    dim: int
+
+
+def open_streams(cache: str, dataset: str, features: dict, labels: list[str]) -> dict[str, Stream]:
+    """The configured feature streams ``labels`` (keys of ``extract.features``) of ``dataset``.
+
+    Raises:
+        ValueError: a label is not configured for extraction.
+        DataError: its cache folder holds no finished track (run ``abaw extract`` first).
+    """
+    from features.specs import make_spec
+
+    streams = {}
+    for label in labels:
+        if label not in features:
+            raise ValueError(f"feature {label!r} is not in extract.features ({', '.join(features) or 'empty'})")
+        overrides = dict(features[label] or {})
+        spec = make_spec(overrides.pop("extractor", label), **overrides)
+        store = FeatureStore(Path(cache) / dataset / spec.cache_name)
+        tracks = store.tracks() if store.folder.is_dir() else []
+        if not tracks:
+            raise DataError(store.folder, f"no extracted tracks for feature {label!r}; run abaw extract first")
+        streams[label] = Stream(label, store, spec.modality, int(store.record(tracks[0])["dims"]["features"]))
+    return streams
+
+
+class WindowDataset(Dataset):
+    """Windows of ``window`` consecutive rows of a track (the last one padded).
+
+    Each item: ``streams`` label -> (W, D) float32, ``present`` label -> (W,) bool,
+    ``labels`` (W, C) float32, ``valid`` (W, C) bool (False on padding), ``track`` index and
+    ``rows`` (W,) int64 (-1 on padding).
+    """
+
+    def __init__(self, tracks: list[Track], streams: dict[str, Stream], window: int, stride: int | None = None) -> None:
+        self.tracks, self.streams, self.window = tracks, streams, window
+        stride = stride or window
+        self.items = [(i, start) for i, t in enumerate(tracks) for start in range(0, t.num_frames, stride)]
+        self._maps: OrderedDict = OrderedDict()
+        for stream in streams.values():
+            missing = [t.id for t in tracks if stream.store.record(t.id) is None]
+            if missing:
+                raise DataError(stream.store.folder, f"{len(missing)} track(s) not extracted for {stream.label!r}, "
+                                                     f"e.g. {missing[0]}; run abaw extract first")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _map(self, stream: Stream, track_id: str, array: str) -> np.ndarray:
+        # A bounded cache: every open map holds a file descriptor.
+        key = (stream.label, track_id, array)
+        if key not in self._maps:
+            if len(self._maps) >= 256:
+                self._maps.popitem(last=False)
+            self._maps[key] = stream.store.read(track_id, array)
+        return self._maps[key]
+
+    def __getitem__(self, index: int) -> dict:
+        track_index, start = self.items[index]
+        track = self.tracks[track_index]
+        stop = min(start + self.window, track.num_frames)
+        n = stop - start
+        item = {"streams": {}, "present": {}}
+        for label, stream in self.streams.items():
+            values = np.zeros((self.window, stream.dim), dtype=np.float32)
+            values[:n] = self._map(stream, track.id, "features")[start:stop]
+            present = np.zeros(self.window, dtype=bool)
+            present[:n] = self._map(stream, track.id, "valid")[start:stop]
+            item["streams"][label], item["present"][label] = torch.from_numpy(values), torch.from_numpy(present)
+        columns = track.labels.shape[1]
+        labels = np.zeros((self.window, columns), dtype=np.float32)
+        valid = np.zeros((self.window, columns), dtype=bool)
+        labels[:n], valid[:n] = track.labels[start:stop], track.valid[start:stop]
+        rows = np.full(self.window, -1, dtype=np.int64)
+        rows[:n] = np.arange(start, stop)
+        item.update(labels=torch.from_numpy(labels), valid=torch.from_numpy(valid), track=track_index,
+                    rows=torch.from_numpy(rows))
+        return item
+
+
+def stream_statistics(dataset: WindowDataset, l2: bool, max_rows: int = 200_000, seed: int = 0) -> dict:
+    """Mean and std of each stream over present rows of ``dataset``'s tracks (after the L2 step
+    if ``l2``), from at most ``max_rows`` rows sampled evenly."""
+    rng = np.random.default_rng(seed)
+    total = sum(t.num_frames for t in dataset.tracks)
+    keep = min(1.0, max_rows / max(total, 1))
+    stats = {}
+    for label, stream in dataset.streams.items():
+        chunks = []
+        for track in dataset.tracks:
+            present = np.flatnonzero(np.asarray(stream.store.read(track.id, "valid")[: track.num_frames]))
+            if keep < 1.0:
+                present = present[rng.random(len(present)) < keep]
+            if len(present):
+                chunks.append(np.asarray(stream.store.read(track.id)[present], dtype=np.float64))
+        rows = np.concatenate(chunks) if chunks else np.zeros((1, stream.dim))
+        if l2:
+            rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6)
+        stats[label] = {"mean": rows.mean(axis=0).tolist(), "std": rows.std(axis=0).tolist()}
+    return stats
+
+
+class WindowDataModule(L.LightningDataModule):
+    """Train windows (shuffled, overlapping by half) and validation windows (each row once)."""
+
+    def __init__(self, train: WindowDataset, val: WindowDataset, batch_size: int, num_workers: int = 0) -> None:
+        super().__init__()
+        self.train_set, self.val_set = train, val
+        self.batch_size, self.num_workers = batch_size, num_workers
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)

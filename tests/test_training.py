@@ -1,0 +1,169 @@
+"""Training on the feature cache: losses by hand, windows, DDP de-duplication, end to end on
+synthetic features written into real feature stores of the sample dataset."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pandas as pd
+import yaml
+
+from abaw.baseline import constant_rows, trivial_values
+from abaw.config import load_config, make_run_dir
+from abaw.data import load_tracks
+from abaw.metrics import score
+from abaw.score import pooled_labels
+from abaw.tasks import AU, EXPR, VA, VD
+from abaw.training.losses import TaskLoss, ccc_loss, class_weights, positive_weights
+from abaw.training.module import TaskModule, deduplicate
+from abaw.training.train import predict_frames, train
+
+FEATURES = {"face": {"extractor": "logmel", "n_mels": 16}, "voice": {"extractor": "logmel", "n_mels": 8}}
+
+
+def test_ccc_loss_by_hand():
+    pred = torch.tensor([[0.0, 1.0], [2.0, 1.0], [9.0, 9.0]])
+    target = torch.tensor([[2.0, 1.0], [0.0, 3.0], [0.0, 0.0]])
+    valid = torch.tensor([[True, True], [True, True], [False, False]])
+    # dim 0: x=[0,2], y=[2,0]: CCC = -1 -> loss 2; dim 1: x=[1,1] (var 0), y=[1,3]: cov 0 -> loss 1
+    assert ccc_loss(pred, target, valid).item() == pytest.approx(1.5, abs=1e-5)
+
+
+def test_invalid_frames_contribute_nothing():
+    torch.manual_seed(0)
+    for task in (EXPR, VA, AU, VD):
+        output = torch.randn(6, task.output_size)
+        labels = torch.randint(0, 2, (6, task.columns)).float()
+        valid = torch.tensor([True, True, True, True, False, False])[:, None].expand(6, task.columns).clone()
+        loss = TaskLoss(task)
+        before = loss(output, labels, valid)
+        output[4:], labels[4:] = 100.0, 1.0 - labels[4:]
+        assert torch.allclose(loss(output, labels, valid), before), task.name
+
+
+def test_class_and_positive_weights():
+    weights = class_weights(np.array([0, 0, 0, 1]), 3)
+    # inverse frequencies 1/3 and 1 over the 2 classes present, mean 1; the absent class gets 0
+    assert weights.tolist() == pytest.approx([0.5, 1.5, 0.0])
+    labels = np.array([[1, 0], [0, 0], [0, 0], [0, 1]], dtype=float)
+    valid = np.ones_like(labels, dtype=bool)
+    assert positive_weights(labels, valid, clip=2.0).tolist() == pytest.approx([2.0, 2.0])
+    assert positive_weights(labels, valid, clip=10.0).tolist() == pytest.approx([3.0, 3.0])
+
+
+def test_deduplicate_keeps_one_row_per_track_frame():
+    tracks = np.array([0, 0, 1, 0, 1])
+    rows = np.array([5, 6, 5, 5, 5])
+    values = np.array([1.0, 2.0, 3.0, 1.0, 3.0])
+    t, r, v = deduplicate([tracks, rows, values])
+    assert sorted(zip(t.tolist(), r.tolist(), v.tolist())) == [(0, 5, 1.0), (0, 6, 2.0), (1, 5, 3.0)]
+
+
+def write_synthetic_features(root: Path, cache: Path, seed: int = 0) -> None:
+    """Fill the stores of FEATURES with features that carry the labels (plus noise), so a
+    head can learn them: the face stream encodes EXPR/VD labels, the voice stream VA."""
+    from abaw.extraction import jobs_for
+    from features.specs import make_spec
+    from features.store import FeatureStore
+
+    rng = np.random.default_rng(seed)
+    for dataset, tasks in (("affwild2", (EXPR, VA, AU)), ("dvd", (VD,))):
+        by_id: dict = {}
+        for task in tasks:
+            for track in load_tracks(root, task, splits=("train", "validation")):
+                by_id.setdefault(track.id, {})[task.name] = track
+        for job in jobs_for(root, dataset):
+            face = rng.normal(0, 0.3, (job.frames, 16))
+            voice = rng.normal(0, 0.3, (job.frames, 8))
+            for name, track in by_id.get(job.id, {}).items():
+                n = track.num_frames
+                if name in ("expr", "vd"):
+                    classes = np.where(track.valid[:, 0], track.labels[:, 0], 0).astype(int)
+                    face[np.arange(n), classes] += 2.0
+                elif name == "va":
+                    voice[:n, :2] += 2.0 * np.where(track.valid, track.labels, 0)
+                else:
+                    face[:n, 8:] += 2.0 * np.where(track.valid, track.labels, 0)[:, :8]
+            present = job.crop_present if job.crop_present is not None else np.ones(job.frames, bool)
+            for label, values, valid in (("face", face, present), ("voice", voice, np.ones(job.frames, bool))):
+                overrides = dict(FEATURES[label])
+                spec = make_spec(overrides.pop("extractor"), **overrides)
+                FeatureStore.for_spec(cache, dataset, spec).write(job.id, values * valid[:, None], valid)
+
+
+@pytest.fixture(scope="module")
+def synthetic_cache(sample_root, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    write_synthetic_features(sample_root, cache)
+    return cache
+
+
+def config_for(sample_root, cache, tmp_path, task, *overrides):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"root": str(sample_root)}, "runs_dir": str(tmp_path),
+        "extract": {"cache": str(cache), "features": FEATURES},
+        "train": {"task": task, "features": ["face", "voice"], "epochs": 4, "window": 16, "batch_size": 8,
+                  "lr": 0.003, "fallback": {"stream": "face", "hidden": 16},
+                  "model": {"name": "fusion_moe", "hidden": 32, "experts": 2}},
+    }))
+    return load_config(path, list(overrides))
+
+
+def baseline_score(config, task):
+    train = load_tracks(config.data.root, task, splits=("train",))
+    val = load_tracks(config.data.root, task, splits=("validation",))
+    rows = constant_rows(val, trivial_values(task, train))
+    predictions = np.concatenate([rows[t.id].values for t in val])
+    labels, valid = pooled_labels(val)
+    return score(task, labels, predictions, valid).value
+
+
+@pytest.mark.parametrize("task", [EXPR, VA, AU, VD], ids=lambda t: t.name)
+def test_each_task_learns_synthetic_features_above_the_trivial_baseline(sample_root, synthetic_cache, tmp_path, task):
+    config = config_for(sample_root, synthetic_cache, tmp_path, task.name)
+    run_dir = make_run_dir(config, f"train-{task.name}")
+    result = train(config, run_dir, log=lambda m: None)
+    assert result.best_checkpoint.exists()
+    assert (run_dir / "logs" / "metrics.csv").exists() and (run_dir / "stream_statistics.json").exists()
+    assert result.best_score > baseline_score(config, task) + 0.15, result.best_score
+    val = load_tracks(config.data.root, task, splits=("validation",))
+    frames = predict_frames(result.best_checkpoint, config, val)
+    track = val[0]
+    assert frames[track.id]["probabilities"].shape == (track.num_frames, task.output_size)
+    assert frames[track.id]["fallback"].shape == (track.num_frames, task.output_size)
+
+
+def test_resumed_run_continues_from_its_last_epoch(sample_root, synthetic_cache, tmp_path):
+    config = config_for(sample_root, synthetic_cache, tmp_path, "expr", "train.epochs=2", "train.patience=10")
+    first = make_run_dir(config, "first")
+    train(config, first, log=lambda m: None)
+    resumed = config_for(sample_root, synthetic_cache, tmp_path, "expr", "train.epochs=3", "train.patience=10",
+                         f"train.resume={first / 'checkpoints' / 'last.ckpt'}")
+    second = make_run_dir(resumed, "second")
+    train(resumed, second, log=lambda m: None)
+    epochs = pd.read_csv(second / "logs" / "metrics.csv")["epoch"].dropna().astype(int).unique().tolist()
+    assert epochs == [2]
+
+
+def test_two_process_ddp_trains_and_validates_like_one_process(sample_root, synthetic_cache, tmp_path):
+    import lightning as L
+
+    from abaw.training.data import WindowDataModule
+    from abaw.training.train import build_datasets
+
+    config = config_for(sample_root, synthetic_cache, tmp_path, "expr", "train.epochs=1",
+                        "train.trainer={accelerator: cpu, devices: 2, strategy: ddp_spawn}")
+    result = train(config, make_run_dir(config, "ddp"), log=lambda m: None)
+    assert result.best_checkpoint.exists() and np.isfinite(result.best_score)
+    module = TaskModule.load_from_checkpoint(result.best_checkpoint)
+    train_set, val_set = build_datasets(config, None)
+    data = WindowDataModule(train_set, val_set, batch_size=3)  # 3 does not divide the windows: padding
+    scores = {}
+    for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
+        trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, logger=False,
+                            enable_progress_bar=False, enable_model_summary=False)
+        scores[devices] = trainer.validate(module, datamodule=data, verbose=False)[0]["val/score"]
+    assert scores[2] == pytest.approx(scores[1], abs=1e-9)
