@@ -1,0 +1,262 @@
+"""Run extractors over tracks and fill the feature store, resumably.
+
+Visual extractors read ``cropped_aligned`` JPEGs (Aff-Wild2) or frames decoded from the raw
+video (DVD) in DataLoader workers, batched across frames, while the model runs; audio
+extractors decode each raw video's audio once (PyAV) and align windows to the decoder's frame
+timestamps. A track whose files are already complete is skipped; a track that fails is
+reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from features.media import MediaError, decode_audio, frame_timestamps
+from features.store import FeatureStore
+
+Log = Callable[[str], None]
+SILENCE = 1e-6  # peak amplitude below which an audio track counts as silent
+
+
+@dataclass(frozen=True)
+class Job:
+    """One track to extract: ``frames`` rows, row ``i`` = frame ``i + 1`` of the annotation.
+
+    ``crop_dir`` set: images are ``crop_dir/%05d.jpg`` where ``crop_present``; else frames
+    are decoded from ``video``.
+    """
+
+    id: str
+    frames: int
+    video: Path | None
+    crop_dir: Path | None = None
+    crop_present: np.ndarray | None = None
+
+
+@dataclass
+class Outcome:
+    """What a run did: tracks written, skipped as already complete, and failed (id -> error)."""
+
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def timing(job: Job) -> tuple[np.ndarray, dict]:
+    """Row times and frame accounting of a job, from the decoder's frame timestamps.
+
+    Returns ``(times, accounting)``: times (T,) frame centres in seconds, extrapolated at the
+    median frame duration for rows past the last decoded frame; accounting: decoded frames,
+    annotation rows, rows padded/clipped, frames without a face, fps, variable frame rate.
+    """
+    accounting: dict = {"annotation_rows": job.frames}
+    if job.crop_present is not None:
+        accounting["rows_without_face"] = int((~job.crop_present).sum())
+    if job.video is None:
+        accounting.update(decoded_frames=None, rows_padded=None, rows_clipped=None)
+        return np.full(job.frames, np.nan), accounting
+    stamps = frame_timestamps(job.video)
+    decoded = len(stamps)
+    durations = stamps[:, 1] - stamps[:, 0]
+    step = float(np.median(durations)) if decoded else 0.0
+    centres = stamps.mean(axis=1)
+    times = np.empty(job.frames)
+    shared = min(decoded, job.frames)
+    times[:shared] = centres[:shared]
+    last = centres[shared - 1] if shared else 0.0
+    times[shared:] = last + step * np.arange(1, job.frames - shared + 1)
+    starts = np.diff(stamps[:, 0])
+    accounting.update(
+        decoded_frames=decoded, rows_padded=max(0, job.frames - decoded), rows_clipped=max(0, decoded - job.frames),
+        duration=float(stamps[-1, 1]) if decoded else 0.0,
+        fps=round(decoded / float(stamps[-1, 1]), 3) if decoded else None,
+        variable_frame_rate=bool(starts.size and starts.std() > 0.01 * starts.mean()),
+    )
+    return times, accounting
+
+
+class _Chunks(Dataset):
+    """Chunks of up to ``size`` rows of one job, loaded and preprocessed in a worker."""
+
+    def __init__(self, jobs: list[Job], decoded: list[int], preprocess: Callable, size: int) -> None:
+        self.jobs, self.preprocess = jobs, preprocess
+        self.items: list[tuple[int, np.ndarray]] = []
+        for index, job in enumerate(jobs):
+            if job.crop_dir is not None:
+                rows = np.flatnonzero(job.crop_present)
+            else:
+                rows = np.arange(min(job.frames, decoded[index]))
+            self.items += [(index, rows[i:i + size]) for i in range(0, len(rows), size)]
+        self._readers: dict[Path, object] = {}  # opened lazily, inside each worker
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        index, rows = self.items[i]
+        job = self.jobs[index]
+        try:
+            if job.crop_dir is not None:
+                images = [np.asarray(Image.open(job.crop_dir / f"{r + 1:05d}.jpg").convert("RGB")) for r in rows]
+            else:
+                images = list(self._reader(job.video).get_batch(rows.tolist()).asnumpy())
+            return index, rows, torch.stack([self.preprocess(image) for image in images]), None
+        except Exception as e:  # reported per track; the run goes on with the others
+            return index, rows, None, f"{type(e).__name__}: {e}"
+
+    def _reader(self, path: Path):
+        import decord
+
+        if path not in self._readers:
+            self._readers[path] = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        return self._readers[path]
+
+
+class _Progress:
+    def __init__(self, log: Log, total_tracks: int, total_rows: int, every: float = 10.0) -> None:
+        self.log, self.total_tracks, self.total_rows, self.every = log, total_tracks, total_rows, every
+        self.start = self.last = time.monotonic()
+        self.tracks = self.rows = 0
+
+    def update(self, rows: int = 0, tracks: int = 0, force: bool = False) -> None:
+        self.rows += rows
+        self.tracks += tracks
+        now = time.monotonic()
+        if force or now - self.last >= self.every:
+            rate = self.rows / max(now - self.start, 1e-9)
+            eta = (self.total_rows - self.rows) / rate if rate > 0 else float("nan")
+            self.log(f"  {self.tracks}/{self.total_tracks} tracks, {self.rows}/{self.total_rows} frames, "
+                     f"{rate:.1f} frames/s, ETA {eta:.0f} s")
+            self.last = now
+
+
+def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, device: torch.device,
+                   num_workers: int = 0) -> Outcome:
+    """Embed every row with an image of every job not yet complete in ``store``."""
+    outcome = Outcome()
+    todo = []
+    for job in jobs:
+        (outcome.skipped if store.is_complete(job.id, job.frames) else todo).append(job)
+    if not todo:
+        return outcome
+    from features.visual import make_preprocess
+
+    accounts = {}
+    for job in todo:
+        try:
+            accounts[job.id] = timing(job)[1]
+        except MediaError as e:
+            accounts[job.id] = {"decoded_frames": 0, "error": str(e)}
+            if job.crop_dir is None:
+                outcome.failed[job.id] = str(e)
+    decoded = [accounts[job.id].get("decoded_frames") or 0 for job in todo]
+    dataset = _Chunks(todo, decoded, make_preprocess(extractor.spec), extractor.spec.batch_size)
+    pending = np.bincount([index for index, _ in dataset.items], minlength=len(todo))
+    progress = _Progress(log, len(todo), sum(len(rows) for _, rows in dataset.items))
+    buffers: dict[int, dict[str, np.ndarray]] = {}
+
+    def finish(index: int) -> None:
+        job = todo[index]
+        buffer = buffers.pop(index, None) or _empty(job, extractor.output_dims)
+        extra = {k: v for k, v in buffer.items() if k not in ("features", "valid")}
+        try:
+            store.write(job.id, buffer["features"], buffer["valid"], extra, accounts[job.id])
+            outcome.written.append(job.id)
+        except OSError as e:
+            outcome.failed[job.id] = str(e)
+        progress.update(tracks=1)
+
+    for index in np.flatnonzero(pending == 0):
+        if todo[index].id not in outcome.failed:
+            finish(int(index))  # no face and no frame: all rows invalid, still a finished track
+    # Workers are spawned, not forked: a decoder opened in the parent can hang forked workers.
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=device.type == "cuda",
+                        multiprocessing_context="spawn" if num_workers else None)
+    for index, rows, images, error in loader:
+        job = todo[index]
+        if job.id in outcome.failed:
+            pass
+        elif error is not None:
+            outcome.failed[job.id] = error
+            buffers.pop(index, None)
+        else:
+            outputs = extractor.embed(images.to(device, non_blocking=True))
+            buffer = buffers.setdefault(index, _empty(job, extractor.output_dims))
+            for name, values in outputs.items():
+                buffer[name][rows] = values.float().cpu().numpy()
+            buffer["valid"][rows] = True
+            progress.update(rows=len(rows))
+        pending[index] -= 1
+        if pending[index] == 0 and job.id not in outcome.failed:
+            finish(index)
+    progress.update(force=True)
+    return outcome
+
+
+def _empty(job: Job, dims: dict[str, int]) -> dict[str, np.ndarray]:
+    buffer = {name: np.zeros((job.frames, dim), dtype=np.float32) for name, dim in dims.items()}
+    buffer["valid"] = np.zeros(job.frames, dtype=bool)
+    return buffer
+
+
+def extract_audio(extractor, jobs: list[Job], store: FeatureStore, log: Log) -> Outcome:
+    """Audio features per row, aligned to the decoder's frame times; no or silent audio gives
+    zero rows with valid = False."""
+    outcome = Outcome()
+    todo = []
+    for job in jobs:
+        (outcome.skipped if store.is_complete(job.id, job.frames) else todo).append(job)
+    progress = _Progress(log, len(todo), sum(job.frames for job in todo))
+    dim = extractor.output_dims["features"]
+    waveforms: dict[Path, np.ndarray | None] = {}  # both sides of a video share its audio
+    for job in todo:
+        try:
+            times, accounting = timing(job)
+            features, valid = np.zeros((job.frames, dim), np.float32), np.zeros(job.frames, bool)
+            if job.video is not None:
+                if job.video not in waveforms:
+                    # Cropped to the video's duration: audio past the last frame belongs to no row.
+                    waveforms[job.video] = decode_audio(job.video, extractor.spec.sample_rate,
+                                                        duration=accounting["duration"])
+                waveform = waveforms[job.video]
+                accounting["audio"] = "none" if waveform is None else (
+                    "silent" if np.abs(waveform).max(initial=0.0) < SILENCE else "sound")
+                if accounting["audio"] == "sound":
+                    features = extractor.extract(waveform, times)
+                    valid = times <= len(waveform) / extractor.spec.sample_rate
+                    features[~valid] = 0.0
+            store.write(job.id, features, valid, accounting=accounting)
+            outcome.written.append(job.id)
+        except (MediaError, OSError, ValueError, RuntimeError) as e:
+            outcome.failed[job.id] = f"{type(e).__name__}: {e}"
+        progress.update(rows=job.frames, tracks=1)
+    progress.update(force=True)
+    return outcome
+
+
+def accounting_table(store: FeatureStore, limit: int = 20) -> str:
+    """Frame accounting of a store's tracks: a summary line and the tracks whose decoded frame
+    count differs from their rows, have frames without a face, or a variable frame rate."""
+    lines = [f"{'track':<28} {'decoded':>8} {'rows':>7} {'padded':>7} {'clipped':>8} {'no face':>8} {'vfr':>4}"]
+    shown = mismatched = 0
+    records = [store.record(t) for t in store.tracks()]
+    for record in records:
+        a = record["accounting"]
+        odd = a.get("rows_padded") or a.get("rows_clipped") or a.get("rows_without_face") or a.get("variable_frame_rate")
+        mismatched += bool(a.get("rows_padded") or a.get("rows_clipped"))
+        if odd and shown < limit:
+            shown += 1
+            lines.append(f"{record['track']:<28} {a.get('decoded_frames')!s:>8} {a['annotation_rows']:>7} "
+                         f"{a.get('rows_padded')!s:>7} {a.get('rows_clipped')!s:>8} "
+                         f"{a.get('rows_without_face', '-')!s:>8} {'yes' if a.get('variable_frame_rate') else '':>4}")
+    lines.append(f"{len(records)} tracks; {mismatched} with decoded frames != annotation rows (padded or clipped)"
+                 + (f"; first {limit} unusual tracks shown, all in manifest.json" if shown == limit else ""))
+    return "\n".join(lines)
