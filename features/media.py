@@ -77,7 +77,7 @@ def frame_timestamps(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except decord.DECORDError as e:
+    except (decord.DECORDError, RuntimeError) as e:  # decord raises both for unreadable files
         raise MediaError(f"{path}: cannot open video: {e}") from e
     stamps = np.asarray(reader.get_frame_timestamp(np.arange(len(reader))), dtype=np.float64).reshape(-1, 2)
     if len(stamps) and (stamps.min() < 0 or np.any(np.diff(stamps[:, 0]) <= 0)):
