@@ -89,6 +89,37 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cv(args: argparse.Namespace) -> int:
+    from abaw.config import load_config
+    from abaw.cv import run_cv
+
+    config = load_config(args.config, list(args.overrides))
+    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    run_dir, summary = run_cv(config, folds)
+    if summary is None:
+        print(f"folds trained; the report needs every fold. CV directory: {run_dir}")
+        return 0
+    print(f"{config.train.task.upper()} CV: model {summary['raw']['mean']:.4f} ± {summary['raw']['std']:.4f}, "
+          f"post-processed {summary['post']['mean']:.4f} ± {summary['post']['std']:.4f}")
+    print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from abaw.predict import predict
+
+    print(f"wrote {predict(args.run, args.split)}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from abaw.predict import submit
+
+    for path in submit(args.run, args.out, args.split, args.format):
+        print(f"wrote {path}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from abaw.pipeline import run
 
@@ -140,6 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fold", type=int, default=None, help="train on the other folds, validate on this one")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     p.set_defaults(handler=_train)
+
+    p = commands.add_parser("cv", help="K-fold cross-validation, post-processing tuning and report")
+    p.add_argument("--config", required=True, help="e.g. configs/task/expr.yaml")
+    p.add_argument("--folds", default=None, help="comma-separated folds to run (default: all)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
+    p.set_defaults(handler=_cv)
+
+    p = commands.add_parser("predict", help="fold-ensemble predictions with the tuned post-processing")
+    p.add_argument("--run", required=True, help="a CV directory written by abaw cv")
+    p.add_argument("--split", default="test", help="test (default), or Validation_Set/Train_Set")
+    p.set_defaults(handler=_predict)
+
+    p = commands.add_parser("submit", help="write the challenge files, checked against the templates")
+    p.add_argument("--run", required=True, help="a CV directory with predictions (abaw predict)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--format", default="per-task", choices=["per-task", "per-track"],
+                   help="Aff-Wild2: one file per task (6th edition on) or one per track (before)")
+    p.set_defaults(handler=_submit)
 
     p = commands.add_parser("run", help="run the whole workflow from a config file")
     p.add_argument("config")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -98,6 +98,26 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CVConfig:
+    """Cross-validation and post-processing (``abaw cv``).
+
+    ``primary`` / ``secondary`` name the two sources of the EXPR confidence fallback:
+    ``fusion`` (the fusion model), ``fallback`` (the MLP), ``emotion_logits`` (a pretrained
+    emotion classifier's logits cached by the EfficientNet extractor), or null.
+    """
+
+    primary: str = "fusion"
+    secondary: str | None = "fallback"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``abaw run``: per-task configs are ``<tasks_dir>/<task>.yaml`` beside the run config."""
+
+    tasks_dir: str = "task"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a run. YAML files and overrides change fields of this tree."""
 
@@ -110,6 +130,8 @@ class Config:
     folds: FoldsConfig = field(default_factory=FoldsConfig)
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     @property
     def folds_path(self) -> Path:
@@ -118,32 +140,48 @@ class Config:
         return path if path.is_absolute() else Path(self.runs_dir) / path
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file at ``path`` (if any), then ``key=value`` overrides.
+def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list:
+    """The YAML file at ``path`` preceded by the files its ``defaults:`` list names
+    (relative to it), recursively."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: defaults form a cycle")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        layer = OmegaConf.load(path)
+    except (OmegaConfBaseException, ValueError) as e:
+        raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
+    layers = []
+    defaults = layer.pop("defaults", None) if isinstance(layer, DictConfig) else None
+    for name in defaults or []:
+        layers += _read_layers(path.parent / str(name), seen + (path,))
+    return layers + [(path, layer)]
+
+
+def load_config(path: str | Path | list | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file(s) at ``path`` in order (each preceded by the files its
+    ``defaults:`` list names), then ``key=value`` overrides.
 
     Raises:
         ConfigError: a missing or malformed file, an unknown key or a value of the wrong type,
             naming the file or override.
     """
-    layers = [OmegaConf.structured(Config)]
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+    merged = OmegaConf.structured(Config)
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    for file, layer in [pair for p in paths for pair in _read_layers(Path(p))]:
         try:
-            layers.append(OmegaConf.load(path))
-            merged = OmegaConf.merge(*layers)
+            merged = OmegaConf.merge(merged, layer)
         except (OmegaConfBaseException, ValueError) as e:
-            raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
-        layers = [merged]
+            raise ConfigError(f"{file}: {str(e).splitlines()[0]}") from None
     for override in overrides or []:
         if "=" not in override:
             raise ConfigError(f"override {override!r} is not key=value")
         try:
-            layers = [OmegaConf.merge(layers[0], OmegaConf.from_dotlist([override]))]
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
         except (OmegaConfBaseException, ValueError) as e:
             raise ConfigError(f"override {override!r}: {str(e).splitlines()[0]}") from None
-    return OmegaConf.to_object(layers[0])
+    return OmegaConf.to_object(merged)
 
 
 def to_yaml(config: Config) -> str:
@@ -166,11 +204,12 @@ def git_commit(directory: Path | None = None) -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def make_run_dir(config: Config, kind: str, argv: list[str] | None = None) -> Path:
-    """Create ``<runs_dir>/<name>-<kind>-<time>/`` holding ``config.yaml`` and ``run.json``."""
+def make_run_dir(config: Config, kind: str, argv: list[str] | None = None, path: Path | None = None) -> Path:
+    """Create ``<runs_dir>/<name>-<kind>-<time>/`` (or ``path``, which may already exist)
+    holding the resolved ``config.yaml`` and ``run.json`` (git commit, command line, time)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    run_dir = Path(config.runs_dir) / f"{config.name}-{kind}-{stamp}"
-    run_dir.mkdir(parents=True)
+    run_dir = path or Path(config.runs_dir) / f"{config.name}-{kind}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=path is not None)
     (run_dir / "config.yaml").write_text(to_yaml(config))
     info = {
         "kind": kind,
@@ -181,3 +220,8 @@ def make_run_dir(config: Config, kind: str, argv: list[str] | None = None) -> Pa
     }
     (run_dir / "run.json").write_text(json.dumps(info, indent=1) + "\n")
     return run_dir
+
+
+def load_run_config(run_dir: str | Path) -> Config:
+    """The resolved configuration a run directory was made with."""
+    return load_config(Path(run_dir) / "config.yaml")

@@ -1,7 +1,9 @@
-"""``abaw run CONFIG``: the whole workflow, step after step, from one configuration.
+"""``abaw run CONFIG``: the whole workflow from one configuration.
 
-Steps so far: sample data (when configured and absent) -> inspect -> folds -> score the trivial
-baseline on the validation split through the submission writer and ``abaw score``.
+sample data (when configured and absent) -> inspect -> extract -> cross-validation of every
+task (``<tasks_dir>/<task>.yaml`` beside the run config, then the run config itself, then
+the overrides) -> fold-ensemble test predictions -> submission files, ending with the table
+of CV scores and the files written. Every step reuses what an earlier run finished.
 """
 
 from __future__ import annotations
@@ -10,70 +12,104 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from abaw.baseline import constant_rows, trivial_values
-from abaw.config import load_config, make_run_dir
-from abaw.data import load_tracks
+from abaw.config import Config, load_config, make_run_dir
+from abaw.cv import run_cv
 from abaw.data.records import DataError
+from abaw.extraction import run_extract
 from abaw.folds import ensure_folds
 from abaw.inspection import format_report, inspect_root
-from abaw.score import score_submission
-from abaw.tasks import get_task
-from submissions.writer import write_dvd_folder, write_task_file
+from abaw.metrics import score
+from abaw.predict import predict, submit
+from abaw.tasks import Task, get_task
 
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def baseline_cv(config: Config, task: Task) -> tuple[float, float]:
+    """Mean ± std over the folds of the trivial baseline learnt on the other folds."""
+    folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
+                                 seed=config.folds.seed)
+    values = []
+    for k in range(folds.k):
+        train = [t for t in tracks[task] if folds.fold_of(t) != k]
+        held_out = [t for t in tracks[task] if folds.fold_of(t) == k]
+        rows = constant_rows(held_out, trivial_values(task, train))
+        values.append(score(task, np.concatenate([t.labels for t in held_out]),
+                            np.concatenate([rows[t.id].values for t in held_out]),
+                            np.concatenate([t.valid for t in held_out])).value)
+    return float(np.mean(values)), float(np.std(values))
+
+
+def ensure_dataset(config: Config) -> Path:
+    root = Path(config.data.root)
+    if root.exists() and any(root.iterdir()):
+        log(f"[1/5] using the dataset in {root}")
+        return root
+    if not config.data.generate:
+        raise DataError(root, "dataset root not found (set data.generate=true to create the sample dataset)")
+    from abaw.data.sample import generate
+
+    log(f"[1/5] generating the sample dataset in {root}")
+    options = {k: v for k, v in (("tracks", config.sample.tracks), ("seconds", config.sample.seconds)) if v}
+    generate(root, seed=config.sample.seed, **options)
+    return root
+
+
 def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
     """Run the configured workflow; returns the process exit status."""
+    config_path = Path(config_path)
+    overrides = list(overrides or [])
     config = load_config(config_path, overrides)
-    tasks = [get_task(name) for name in config.tasks]
-    root = Path(config.data.root)
-    if not root.exists() or not any(root.iterdir()):
-        if not config.data.generate:
-            raise DataError(root, "dataset root not found (set data.generate=true to create the sample dataset)")
-        from abaw.data.sample import generate
-
-        log(f"[1/4] generating the sample dataset in {root}")
-        options = {k: v for k, v in (("tracks", config.sample.tracks), ("seconds", config.sample.seconds)) if v}
-        generate(root, seed=config.sample.seed, progress=log, **options)
-    else:
-        log(f"[1/4] using the dataset in {root}")
+    root = ensure_dataset(config)
     run_dir = make_run_dir(config, "run")
     log(f"      run directory: {run_dir}")
 
-    log("[2/4] inspecting the dataset")
+    log("[2/5] inspecting the dataset")
     stats, problems = inspect_root(root, log=log)
-    report = format_report(stats, problems)
-    (run_dir / "inspect.txt").write_text(report + "\n")
-    print(report)
-    if any(p.severity == "error" for p in problems):
+    (run_dir / "inspect.txt").write_text(format_report(stats, problems) + "\n")
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        print(format_report(stats, problems))
         log("the dataset has errors; fix them first (see above)")
         return 1
 
-    log(f"[3/4] cross-validation folds in {config.folds_path}")
-    for dataset in sorted({t.dataset for t in tasks}):
-        folds, _ = ensure_folds(root, dataset, config.folds_path, k=config.folds.k, seed=config.folds.seed)
-        sizes = [sum(1 for f in folds.videos.values() if f == k) for k in range(folds.k)]
-        log(f"      {dataset}: {len(folds.videos)} videos in {folds.k} folds of {sizes} videos")
+    log("[3/5] extracting features (tracks already in the cache are skipped)")
+    if run_extract(config, log=log) != 0:
+        log("some tracks failed to extract (see above); fix them and rerun")
+        return 1
 
-    log("[4/4] trivial baseline on the validation split, written and scored as a submission")
-    scores = {}
-    for task in tasks:
-        train = load_tracks(root, task, splits=("train",))
-        validation = load_tracks(root, task, splits=("validation",))
-        rows = constant_rows(validation, trivial_values(task, train))
-        expected = {t.id: t.frames for t in validation}
-        target = run_dir / "baseline" / (task.name if task.dataset == "dvd" else f"{task.name}.txt")
-        if task.dataset == "dvd":
-            write_dvd_folder(target, expected, rows)
-        else:
-            write_task_file(target, task, expected, rows)
-        scores[task.name] = score_submission(task, target, root, "validation").value
-    (run_dir / "scores.json").write_text(json.dumps({"baseline_validation": scores}, indent=1) + "\n")
-    print("\ntask  trivial baseline (validation)")
-    for name, value in scores.items():
-        print(f"{name.upper():<5} {value:.4f}")
-    print(f"\nrun directory: {run_dir}")
+    tasks_dir = config_path.parent / config.run.tasks_dir
+    submission_dir = Path(config.runs_dir) / f"{config.name}-submission"
+    table, written = [], []
+    for step, name in enumerate(config.tasks):
+        task = get_task(name)
+        task_config = load_config([tasks_dir / f"{name}.yaml", config_path], overrides)
+        log(f"[4/5] {name.upper()}: {task_config.folds.k}-fold cross-validation")
+        cv_dir, summary = run_cv(task_config, log=log)
+        log(f"[5/5] {name.upper()}: test predictions and submission")
+        predict(cv_dir, "test", log=log)
+        written += submit(cv_dir, submission_dir)
+        table.append((name, summary, baseline_cv(task_config, task), cv_dir))
+
+    lines = [f"{'task':<5} {'trivial baseline':>18} {'model':>18} {'post-processed':>18}"]
+    for name, summary, (base_mean, base_std), _ in table:
+        lines.append(f"{name.upper():<5} {base_mean:>10.4f} ± {base_std:.4f} "
+                     f"{summary['raw']['mean']:>10.4f} ± {summary['raw']['std']:.4f} "
+                     f"{summary['post']['mean']:>10.4f} ± {summary['post']['std']:.4f}")
+    result = "\n".join(lines)
+    (run_dir / "scores.txt").write_text(result + "\n")
+    (run_dir / "scores.json").write_text(json.dumps({name: {"baseline": [b, s], "raw": summ["raw"],
+                                                            "post": summ["post"], "cv_dir": str(d)}
+                                                     for name, summ, (b, s), d in table}, indent=1) + "\n")
+    print(f"\n{config.folds.k}-fold cross-validation on train ∪ validation (official metric, mean ± std)")
+    print(result)
+    print("\nreports: " + ", ".join(str(d / "report.md") for *_, d in table))
+    print("submission files:")
+    for path in written:
+        print(f"  {path}")
     return 0

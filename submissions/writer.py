@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from abaw.data.records import DataError
-from abaw.tasks import Task
+from abaw.tasks import VD, Task
 from submissions.formats import TrackRows, check_rows, parse_value_fields
 
 
@@ -61,17 +61,37 @@ def write_task_file(path: str | Path, task: Task, expected: dict[str, np.ndarray
     _atomic_write(path, "\n".join(out) + "\n")
 
 
-def write_dvd_folder(folder: str | Path, expected: dict[str, np.ndarray], rows: dict[str, TrackRows]) -> list[Path]:
-    """Write one ``<id>.csv`` per DVD video into ``folder`` (checked first, like write_task_file)."""
-    from abaw.tasks import VD
+def write_dvd_folder(folder: str | Path, expected: dict[str, np.ndarray], rows: dict[str, TrackRows],
+                     headers: dict[str, str] | None = None) -> list[Path]:
+    """Write one ``<id>.csv`` per DVD video into ``folder`` (checked first, like write_task_file).
 
+    ``headers`` gives each video's header line (copied from its template, which may say
+    ``Frame_Num``); the default is ``Frame_Number,Label``.
+    """
     folder = Path(folder)
     check_rows(expected, rows, folder, ordered=True)
     _check_values(VD, rows, folder)
     written = []
     for video, track_rows in rows.items():
-        lines = [",".join(VD.submission_header)]
+        lines = [(headers or {}).get(video, ",".join(VD.submission_header))]
         lines += [f"{frame},{int(v[0])}" for frame, v in zip(track_rows.frames, track_rows.values)]
         _atomic_write(folder / f"{video}.csv", "\n".join(lines) + "\n")
         written.append(folder / f"{video}.csv")
+    return written
+
+
+def write_per_track(folder: str | Path, task: Task, expected: dict[str, np.ndarray],
+                    rows: dict[str, TrackRows]) -> list[Path]:
+    """Aff-Wild2 submission of the 5th edition and before: ``<track>.txt`` per track with the
+    task header and line ``i + 1`` for frame ``i``. Every track must cover frames 1..T."""
+    folder = Path(folder)
+    check_rows(expected, rows, folder, ordered=True)
+    _check_values(task, rows, folder)
+    written = []
+    for track, track_rows in rows.items():
+        if not np.array_equal(track_rows.frames, np.arange(1, len(track_rows.frames) + 1)):
+            raise DataError(folder, f"track {track}: the per-track format needs frames 1..T in order")
+        lines = [",".join(task.labels)] + [",".join(_format_values(task, v)) for v in track_rows.values]
+        _atomic_write(folder / f"{track}.txt", "\n".join(lines) + "\n")
+        written.append(folder / f"{track}.txt")
     return written

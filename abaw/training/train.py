@@ -84,8 +84,14 @@ def build_datasets(config: Config, fold: int | None) -> tuple[WindowDataset, Win
             WindowDataset(val_tracks, streams, t.window))
 
 
-def train(config: Config, run_dir: Path, fold: int | None = None, log=None) -> TrainResult:
-    """Train one head; writes checkpoints, metrics.csv and stream_statistics.json in ``run_dir``."""
+def train(config: Config, run_dir: Path, fold: int | None = None, log=None, select: bool = True) -> TrainResult:
+    """Train one head; writes checkpoints, metrics.csv and stream_statistics.json in ``run_dir``.
+
+    With ``select`` the best epoch by the validation score is kept and training stops early;
+    without it (cross-validation, where the validation fold is the held-out data) every run
+    trains ``train.epochs`` epochs and the last checkpoint is the result, so nothing about the
+    held-out frames chooses the model.
+    """
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     t = config.train
     task = get_task(t.task)
@@ -97,13 +103,19 @@ def train(config: Config, run_dir: Path, fold: int | None = None, log=None) -> T
                                  save_last=True)
     trainer = L.Trainer(
         max_epochs=t.epochs, deterministic=t.deterministic, default_root_dir=run_dir,
-        callbacks=[checkpoint, EarlyStopping(monitor="val/score", mode="max", patience=t.patience)],
+        callbacks=[checkpoint] + ([EarlyStopping(monitor="val/score", mode="max", patience=t.patience)]
+                                  if select else []),
         logger=CSVLogger(run_dir, name="", version="logs"), enable_progress_bar=False, enable_model_summary=False,
         log_every_n_steps=5, num_sanity_val_steps=0, **dict(t.trainer),
     )
     log(f"{task.name.upper()}{'' if fold is None else f' fold {fold}'}: {len(train_set.tracks)} training tracks, "
         f"{len(val_set.tracks)} validation tracks, streams {', '.join(train_set.streams)}")
     trainer.fit(module, WindowDataModule(train_set, val_set, t.batch_size, t.num_workers), ckpt_path=t.resume)
+    if not select:
+        last = trainer.callback_metrics.get("val/score")
+        score = float(last) if last is not None else float("nan")
+        log(f"last-epoch val/score {score:.4f} -> {checkpoint.last_model_path}")
+        return TrainResult(run_dir, Path(checkpoint.last_model_path), score)
     best_path = Path(checkpoint.best_model_path)
     best = checkpoint.best_model_score
     if best is None and best_path.is_file():
@@ -125,7 +137,8 @@ def _checkpoint_score(path: Path) -> float | None:
 
 def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track]) -> dict[str, dict[str, np.ndarray]]:
     """Per-track (T, output) predictions of a checkpoint: ``probabilities`` of the fusion model,
-    ``fallback`` of the MLP (if trained) and ``emotion_logits`` when a stream cached them."""
+    ``fallback`` of the MLP (if trained), ``emotion_logits`` when a stream cached them, and
+    ``present`` (T,) whether the first visual stream (the face) had input."""
     module = TaskModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     labels = list(module.hparams["streams"])
     streams = open_streams(config.extract.cache, module.task.dataset, config.extract.features, labels)
@@ -149,6 +162,9 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track]) 
                 if fallback is not None:
                     outputs["fallback"].append(to_probabilities(module.task, fallback)[0][keep].numpy())
         result = {k: np.concatenate(v) for k, v in outputs.items() if v}
+        visual = [s for s in streams.values() if s.modality == "visual"]
+        result["present"] = (np.asarray(visual[0].store.read(track.id, "valid")[: track.num_frames], dtype=bool)
+                             if visual else np.ones(track.num_frames, dtype=bool))
         for stream in streams.values():
             if stream.store.file(track.id, "logits").exists():
                 result["emotion_logits"] = np.asarray(stream.store.read(track.id, "logits")[: track.num_frames],

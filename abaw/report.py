@@ -1,0 +1,104 @@
+"""The CV report: ``report.md`` with the score table and PNG plots, in the CV directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from abaw.tasks import Task  # noqa: E402
+
+
+def _save(figure, path: Path) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path.name
+
+
+def fold_bars(summary: dict, path: Path) -> str:
+    folds = sorted(summary["folds"], key=int)
+    raw = [summary["folds"][k]["raw"] for k in folds]
+    post = [summary["folds"][k]["post"] for k in folds]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(folds))
+    axis.bar(x - 0.2, raw, 0.4, label="model")
+    axis.bar(x + 0.2, post, 0.4, label="post-processed")
+    axis.set_xticks(x, [f"fold {k}" for k in folds])
+    axis.set_ylabel("official score")
+    axis.legend()
+    return _save(figure, path)
+
+
+def part_bars(task: Task, summary: dict, path: Path) -> str:
+    parts = summary["pooled_post"]["parts"]
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    axis.bar(list(parts), list(parts.values()))
+    axis.set_ylabel("CCC" if task.kind == "regression" else "F1")
+    axis.set_title("pooled out-of-fold, post-processed")
+    axis.tick_params(axis="x", rotation=45)
+    return _save(figure, path)
+
+
+def confusion(task: Task, labels: np.ndarray, decisions: np.ndarray, valid: np.ndarray, path: Path) -> str:
+    names = task.labels if task.kind == "multiclass" else ("0", "1")
+    keep = valid[:, 0]
+    truth, predicted = labels[keep, 0].astype(int), decisions[keep, 0].astype(int)
+    matrix = np.zeros((len(names), len(names)), dtype=int)
+    np.add.at(matrix, (truth, predicted), 1)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(6, 5))
+    axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            axis.text(j, i, matrix[i, j], ha="center", va="center", fontsize=7)
+    axis.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    return _save(figure, path)
+
+
+def va_timeline(track_id: str, labels: np.ndarray, decisions: np.ndarray, valid: np.ndarray, path: Path) -> str:
+    figure, axes = plt.subplots(2, 1, figsize=(8, 4), sharex=True)
+    for c, (axis, name) in enumerate(zip(axes, ("valence", "arousal"))):
+        truth = np.where(valid[:, c], labels[:, c], np.nan)
+        axis.plot(truth, label="annotation")
+        axis.plot(decisions[:, c], label="prediction")
+        axis.set_ylabel(name)
+        axis.set_ylim(-1.05, 1.05)
+    axes[0].legend(loc="upper right")
+    axes[0].set_title(f"track {track_id}")
+    axes[1].set_xlabel("frame")
+    return _save(figure, path)
+
+
+def write_report(task: Task, run_dir: Path, summary: dict, pooled: dict, per_fold: dict) -> Path:
+    """Write the plots and ``report.md`` into ``run_dir``; return the report's path."""
+    images = [fold_bars(summary, run_dir / "fold_scores.png"), part_bars(task, summary, run_dir / "parts.png")]
+    labels, decisions, valid = (np.concatenate(pooled[k]) for k in ("labels", "post", "valid"))
+    if task.kind in ("multiclass", "binary"):
+        images.append(confusion(task, labels, decisions, valid, run_dir / "confusion.png"))
+    if task.kind == "regression":
+        held_out = next(iter(per_fold.values()))[0]
+        track = held_out[0]
+        images.append(va_timeline(track.id, track.labels, pooled["post"][0], track.valid, run_dir / "timeline.png"))
+    lines = [f"# {task.name.upper()} cross-validation", "",
+             "| fold | model | post-processed |", "|---|---|---|"]
+    for k in sorted(summary["folds"], key=int):
+        lines.append(f"| {k} | {summary['folds'][k]['raw']:.4f} | {summary['folds'][k]['post']:.4f} |")
+    lines.append(f"| mean ± std | {summary['raw']['mean']:.4f} ± {summary['raw']['std']:.4f} | "
+                 f"{summary['post']['mean']:.4f} ± {summary['post']['std']:.4f} |")
+    lines += ["", "Post-processed scores of fold k use parameters tuned on the other folds only.", "",
+              "| part | pooled, model | pooled, post-processed |", "|---|---|---|"]
+    for name, value in summary["pooled_post"]["parts"].items():
+        lines.append(f"| {name} | {summary['pooled_raw']['parts'][name]:.4f} | {value:.4f} |")
+    lines += ["", f"Parameters for the test set (tuned on all folds): `{summary['postprocess']}`", ""]
+    lines += [f"![{Path(image).stem}]({image})" for image in images]
+    report = run_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
