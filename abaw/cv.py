@@ -23,6 +23,7 @@ from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
 from abaw.metrics import score
 from abaw.postprocess import PostParams, TrackOutput, apply, tune
+from abaw.report import write_report
 from abaw.tasks import Task, get_task
 from abaw.training.losses import decide
 from abaw.training.train import predict_frames, train
@@ -122,32 +123,41 @@ def summarise(config: Config, run_dir: Path, log=None) -> dict:
         held_out = [t for t in tracks[task] if folds.fold_of(t) == k]
         per_fold[k] = (held_out, [track_output(predictions[t.id], config.cv.primary, config.cv.secondary)
                                   for t in held_out])
+    summary, pooled, final = nested_postprocess(task, per_fold)
+    (run_dir / "postprocess.json").write_text(json.dumps(final.to_json(), indent=1))
+    summary["postprocess"] = final.to_json()
+    (run_dir / "cv.json").write_text(json.dumps(summary, indent=1))
+    write_report(task, run_dir, summary, pooled, per_fold)
+    return summary
+
+
+def nested_postprocess(task: Task, per_fold: dict[int, tuple[list[Track], list[TrackOutput]]]
+                       ) -> tuple[dict, dict, PostParams]:
+    """Per-fold scores before and after post-processing, where fold k's parameters are tuned
+    on the other folds only; and the parameters tuned on every fold, for the test set.
+
+    Returns ``(summary, pooled, final)``: summary holds ``folds`` {k: {raw, post}}, ``raw`` and
+    ``post`` mean/std, ``pooled_raw``/``pooled_post`` value and parts; pooled holds the
+    per-track labels, valid masks and decisions.
+    """
     summary: dict = {"task": task.name, "folds": {}}
     pooled: dict[str, list] = {"labels": [], "valid": [], "raw": [], "post": []}
     for k, (held_out, outputs) in per_fold.items():
-        others = [k2 for k2 in per_fold if k2 != k]
-        params = tune(task.name, *_flatten([per_fold[o] for o in others]))
+        params = tune(task.name, *_flatten([per_fold[other] for other in per_fold if other != k]))
         labels, valid = [t.labels for t in held_out], [t.valid for t in held_out]
         raw = [decide(task, o.primary) for o in outputs]
         post = [apply(task, params, o) for o in outputs]
         summary["folds"][k] = {"raw": _score(task, labels, raw, valid), "post": _score(task, labels, post, valid)}
         for name, values in (("labels", labels), ("valid", valid), ("raw", raw), ("post", post)):
             pooled[name].extend(values)
-    final = tune(task.name, *_flatten(list(per_fold.values())))
-    (run_dir / "postprocess.json").write_text(json.dumps(final.to_json(), indent=1))
     for stage in ("raw", "post"):
         values = np.array([f[stage] for f in summary["folds"].values()])
         summary[stage] = {"mean": float(values.mean()), "std": float(values.std())}
-    for stage in ("raw", "post"):
         result = score(task, np.concatenate(pooled["labels"]), np.concatenate(pooled[stage]),
                        np.concatenate(pooled["valid"]))
         summary[f"pooled_{stage}"] = {"value": result.value, "parts": result.parts}
-    summary["postprocess"] = final.to_json()
-    (run_dir / "cv.json").write_text(json.dumps(summary, indent=1))
-    from abaw.report import write_report
-
-    write_report(task, run_dir, summary, pooled, per_fold)
-    return summary
+    final = tune(task.name, *_flatten(list(per_fold.values())))
+    return summary, pooled, final
 
 
 def _flatten(groups) -> tuple[list[TrackOutput], list[np.ndarray], list[np.ndarray]]:

@@ -101,3 +101,16 @@ def test_dvd_folder_and_flat_zip_score_the_same(dvd_root, tmp_path):
         z.write(written[0], f"vd/{written[0].name}")
     with pytest.raises(DataError, match="must be flat"):
         score_submission(VD, nested, dvd_root)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda f: f[1:], "1 missing row"),
+    (lambda f: np.concatenate([f, f[-1:]]), "duplicate row video3/00004"),
+])
+def test_writer_refuses_missing_and_duplicated_rows(affwild2_root, tmp_path, change, match):
+    track = load_tracks(affwild2_root, EXPR, splits=("validation",))[0]
+    frames = change(track.frames)
+    rows = {track.id: TrackRows(frames, np.zeros((len(frames), 1)), np.arange(len(frames)), track.source)}
+    with pytest.raises(DataError, match=match):
+        write_task_file(tmp_path / "e.txt", EXPR, {track.id: track.frames}, rows)
+    assert not (tmp_path / "e.txt").exists()
