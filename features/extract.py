@@ -182,12 +182,10 @@ def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, de
                         multiprocessing_context="spawn" if num_workers else None)
     for index, rows, images, error in loader:
         job = todo[index]
-        if job.id in outcome.failed:
-            pass
-        elif error is not None:
+        if error is not None and job.id not in outcome.failed:
             outcome.failed[job.id] = error
             buffers.pop(index, None)
-        else:
+        elif job.id not in outcome.failed:
             outputs = extractor.embed(images.to(device, non_blocking=True))
             buffer = buffers.setdefault(index, _empty(job, extractor.output_dims))
             for name, values in outputs.items():
