@@ -100,7 +100,8 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
         held_out = [t for t in tracks[task] if folds.fold_of(t) == k]
         save_predictions(fold_dir / "oof.npz", predict_frames(result.best_checkpoint, config, held_out))
         done.write_text(json.dumps({"config": digest, "score": result.best_score,
-                                    "checkpoint": str(result.best_checkpoint.relative_to(run_dir))}, indent=1))
+                                    "checkpoint": str(result.best_checkpoint.resolve().relative_to(run_dir.resolve()))},
+                                   indent=1))
     return run_dir
 
 
