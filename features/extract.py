@@ -107,17 +107,25 @@ class _Chunks(Dataset):
             if job.crop_dir is not None:
                 images = [np.asarray(Image.open(job.crop_dir / f"{r + 1:05d}.jpg").convert("RGB")) for r in rows]
             else:
-                images = list(self._reader(job.video).get_batch(rows.tolist()).asnumpy())
+                images = list(self._frames(job.video, rows))
             return index, rows, torch.stack([self.preprocess(image) for image in images]), None
         except Exception as e:  # reported per track; the run goes on with the others
             return index, rows, None, f"{type(e).__name__}: {e}"
 
-    def _reader(self, path: Path):
+    def _frames(self, path: Path, rows: np.ndarray) -> np.ndarray:
+        """uint8 ``(len(rows), H, W, 3)`` frames of ``path`` (decord, one reader per worker)."""
         import decord
 
         if path not in self._readers:
             self._readers[path] = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        return self._readers[path]
+        reader = self._readers[path]
+        frames = reader.get_batch(rows.tolist()).asnumpy()
+        # decord's threaded decoder keeps frames it decoded alive between get_batch calls: left
+        # alone, a reader's memory grows with every frame read (>1 GiB per minute of 640x360
+        # video, benchmarks/bench_memory.py). Seeking releases its queues; the next batch then
+        # decodes again from the keyframe before it, a small cost next to the model.
+        reader.seek(0)
+        return frames
 
 
 class _Progress:

@@ -12,6 +12,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from abaw.tasks import AU, EXPR, VA, Task  # noqa: E402
 
+MEDIA = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "media"
+
+
+def clip(name: str) -> Path:
+    """A real video clip of ../shared/fixtures/media (beside the repository, as in CI)."""
+    path = MEDIA / name
+    assert path.is_file(), f"fixture {path} missing: the repo expects ../shared/fixtures/media beside it"
+    return path
+
 
 def write_annotation(path: Path, task: Task, rows: list) -> Path:
     """Write an annotation file: the task header, then one line per row (a value or a list)."""

@@ -18,7 +18,9 @@ from abaw.cli import main
 from abaw.extraction import jobs_for
 from features.specs import make_spec
 from features.store import FeatureStore
+from features.extract import _Chunks
 from tests.conftest import EXTRACT_FEATURES as FEATURES
+from tests.conftest import clip
 from tests.conftest import write_extract_config as write_config
 
 def store_of(cache: Path, dataset: str, label: str, features=FEATURES) -> FeatureStore:
@@ -133,3 +135,17 @@ def test_two_fabric_processes_write_the_same_cache_as_one(sample_root, tmp_path,
                     # may round differently: equal up to a float16 step.
                     assert np.allclose(a, b, rtol=1e-3, atol=2e-3), (dataset, label, track)
             assert json.loads((two.folder / "manifest.json").read_text())["tracks"].keys() == set(one.tracks())
+
+
+def test_video_frames_read_in_batches_equal_one_pass():
+    """The extraction's decord reader releases decord's queues after each batch (they keep every
+    decoded frame alive otherwise); the next batch must still start at the right frame, across
+    keyframes (this clip has one every 72 frames) and from a seek back to the start."""
+    import decord
+
+    path = clip("WolfgangLanger_Pexels.mp4")
+    whole = decord.VideoReader(str(path), ctx=decord.cpu(0)).get_batch(list(range(472))).asnumpy()
+    chunks = _Chunks([], [], None, 32)
+    batches = [chunks._frames(path, np.arange(i, min(i + 32, 472))) for i in range(0, 472, 32)]
+    np.testing.assert_array_equal(np.concatenate(batches), whole)
+    np.testing.assert_array_equal(chunks._frames(path, np.array([100, 101, 300])), whole[[100, 101, 300]])

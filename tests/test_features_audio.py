@@ -12,19 +12,13 @@ from features.align import pool_to_frames
 from features.audio import (LogMelExtractor, LogMelSpec, Wav2Vec2Extractor, Wav2Vec2Spec, chunk_bounds,
                             conv_geometry)
 from features.media import MediaError, decode_audio, frame_timestamps, video_duration
+from tests.conftest import clip
 
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "media"
 SR = 16000
 # transformers' own wav2vec2 tests use this conv stack: 64-sample steps over 148 samples.
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
             conv_dim=(32, 32, 32), conv_stride=(4, 4, 4), conv_kernel=(8, 8, 8),
             num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-
-
-def clip(name: str) -> Path:
-    path = MEDIA / name
-    assert path.is_file(), f"fixture {path} missing: the repo expects ../shared/fixtures/media beside it"
-    return path
 
 
 def centres(path: Path) -> np.ndarray:
