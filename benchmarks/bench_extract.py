@@ -4,9 +4,10 @@ End to end is ``features.extract.extract_visual`` on Aff-Wild2-style jobs over a
 generated 112x112 JPEG face crops: JPEG decode -> multi-scale crops -> resize -> normalise ->
 collate -> ``extractor.embed`` -> feature store write (float16, sha256, fsync). The model
 reference is ``extractor.embed`` (and the bare ``extractor.model`` forward) on pre-made tensors
-of the same batch and input size. The ratio is end-to-end frames/s over model frames/s; the
-model is timed before and after the end-to-end runs and their mean is the reference. A stage
-profile (single process, ms per frame) says where the rest of the time goes.
+of the same batch and input size (``embed`` includes normalising the uint8 crops on the model's
+device; the bare forward takes normalised floats). The ratio is end-to-end frames/s over model
+frames/s; the model is timed before and after the end-to-end runs and their mean is the
+reference. A stage profile (single process, ms per frame) says where the rest of the time goes.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_extract.py [--configs vits,b0,lite0,dino_tiny]
         [--workers 0,1,2] [--frames N] [--quick]
@@ -34,6 +35,7 @@ from features.extract import Job, extract_visual  # noqa: E402
 from features.specs import create_extractor  # noqa: E402
 from features.store import FeatureStore, _sha256  # noqa: E402
 from features.visual import make_preprocess  # noqa: E402
+from disturbance import cpu_mark, load, others  # noqa: E402  (benchmarks/, the script's folder)
 
 VITS = {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "intermediate_size": 1536,
         "patch_size": 14, "image_size": 224}
@@ -47,25 +49,6 @@ CONFIGS = {
                                "scales": (0.9, 1.2, 1.5)}, 960),
     "dino_tiny": ("dinov2", {"config": TINY, "input_size": 56, "scales": (1.0,), "pooling": "cls+mean"}, 960),
 }
-
-
-def load() -> str:
-    return "load %.2f %.2f %.2f" % os.getloadavg()
-
-
-def cpu_mark() -> tuple[float, float, float]:
-    """(wall, machine busy CPU s, this process tree's CPU s), for :func:`others`."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:9]]
-    t = os.times()
-    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
-
-
-def others(mark: tuple[float, float, float]) -> str:
-    """Cores other processes kept busy since ``mark``, and the load average: disturbance."""
-    wall, busy, own = cpu_mark()
-    return f"others {max(0.0, (busy - mark[1]) - (own - mark[2])) / (wall - mark[0]):.2f} cores, {load()}"
 
 
 def write_crops(folder: Path, count: int, seed: int = 0) -> None:
@@ -100,14 +83,14 @@ def model_rate(extractor, sizes: list[int], bare: bool = False) -> float:
     """Frames/s of ``embed`` (or the bare model forward) over batches of ``sizes`` frames."""
     spec = extractor.spec
     s, n = len(spec.scales), spec.input_size
-    x = torch.randn(max(sizes), s, 3, n, n)
-    model = extractor.model
+    x = torch.randint(0, 256, (max(sizes), s, 3, n, n), dtype=torch.uint8)  # crops as workers send them
+    model, normalised = extractor.model, extractor.normalise(x)
 
     def run(b: int) -> None:
         if not bare:
             extractor.embed(x[:b])
             return
-        images = x[:b].reshape(b * s, 3, n, n)
+        images = normalised[:b].reshape(b * s, 3, n, n)
         with torch.inference_mode():
             if spec.name == "dinov2":
                 model(pixel_values=images)
@@ -154,39 +137,31 @@ def profile(extractor, crop_dir: Path, track_frames: int, model_ms: float, root:
     decode = timeit(lambda: [np.asarray(Image.open(p).convert("RGB")) for p in paths], 3) / n
     crops = timeit(lambda: [multiscale_crops(im, spec.scales, spec.input_size, None, spec.interpolation)
                             for im in images], 3) / n
-    full = timeit(lambda: [preprocess(im) for im in images], 3) / n
+    made = [multiscale_crops(im, spec.scales, spec.input_size, None, spec.interpolation) for im in images]
+    chw = timeit(lambda: [torch.from_numpy(np.ascontiguousarray(c.transpose(0, 3, 1, 2))) for c in made], 3) / n
     tensors = [preprocess(im) for im in images[:spec.batch_size]]
     collate = timeit(lambda: torch.stack(tensors), 5) / len(tensors)
     batch = torch.stack(tensors)
     share = timeit(lambda: batch.clone().share_memory_(), 5) / len(tensors) - timeit(lambda: batch.clone(), 5) / len(tensors)
+    normalise = timeit(lambda: extractor.normalise(batch), 5) / len(tensors)
     store = FeatureStore(Path(tempfile.mkdtemp(prefix="profile-", dir=root)))
     feats = np.random.default_rng(0).standard_normal((track_frames, extractor.output_dims["features"])).astype(np.float32)
     counter = iter(range(10**6))
     write = timeit(lambda: store.write(f"t{next(counter)}", feats, np.ones(track_frames, bool)), 3) / track_frames
     sha = timeit(lambda: _sha256(store.file("t0")), 3) / track_frames
     shutil.rmtree(store.folder)
-    # What-if (a proposed change, not the project's code): workers ship uint8 crops and the
-    # normalisation runs once per batch in torch, in the process that owns the model.
-    raw = [torch.from_numpy(multiscale_crops(im, spec.scales, spec.input_size, None, spec.interpolation))
-           for im in images[:spec.batch_size]]
-    mean = torch.tensor(preprocess.mean).view(1, 1, 3, 1, 1) * 255
-    std = torch.tensor(preprocess.std).view(1, 1, 3, 1, 1) * 255
-    uint8 = timeit(lambda: torch.stack(raw).permute(0, 1, 4, 2, 3).float().sub_(mean).div_(std), 5) / len(raw)
-    stages = [("JPEG decode (PIL)", decode), ("crops + resize (PIL)", crops), ("float + normalise + CHW", full - crops),
-              ("collate (torch.stack)", collate), ("to shared memory (workers only)", max(share, 0.0)),
-              ("store write per frame (incl. sha256)", write), ("  of which sha256", sha)]
+    stages = [("JPEG decode (PIL)", decode), ("crops + resize (PIL)", crops), ("to CHW tensor", chw),
+              ("collate (torch.stack, uint8)", collate), ("to shared memory (workers only)", max(share, 0.0)),
+              ("normalise per batch (in embed)", normalise), ("store write per frame (incl. sha256)", write),
+              ("  of which sha256", sha)]
     print(f"  stage profile, ms per frame ({n} crops, {track_frames}-frame track):")
     for name, seconds in stages:
         print(f"    {name:<38} {seconds * 1e3:8.3f}")
-    cpu = decode + full + collate + write
-    print(f"    {'model (embed)':<38} {model_ms:8.3f}")
+    cpu = decode + crops + chw + collate + write  # normalise is part of the model (embed) time
+    print(f"    {'model (embed, incl. normalise)':<38} {model_ms:8.3f}")
     print(f"    non-model work w/o workers {cpu * 1e3:.3f} ms/frame -> predicted ratio "
-          f"{model_ms / (model_ms + cpu * 1e3):.3f}; batch tensor {batch.numel() * 4 / 2**20:.1f} MiB float32 "
-          f"(uint8 would be {batch.numel() / 2**20:.1f} MiB); {others(mark)}")
-    alt = decode + crops + uint8 + write
-    print(f"    what-if uint8 collate + torch normalise per batch: {uint8 * 1e3:.3f} ms/frame instead of "
-          f"{(full - crops + collate) * 1e3:.3f}; non-model {alt * 1e3:.3f} ms/frame -> predicted ratio "
-          f"{model_ms / (model_ms + alt * 1e3):.3f}")
+          f"{model_ms / (model_ms + cpu * 1e3):.3f}; batch of uint8 crops {batch.numel() / 2**20:.1f} MiB "
+          f"(float32 would be {batch.numel() * 4 / 2**20:.1f} MiB); {others(mark)}")
 
 
 def run_config(label: str, frames: int, workers: list[int], track_frames: int, crop_dir: Path, root: Path,
@@ -234,7 +209,7 @@ def batch_one(frames: int, batch: int) -> None:
     name, overrides, _ = CONFIGS["vits"]
     extractor = create_extractor(name, **overrides, device="cpu")
     s, n = len(extractor.spec.scales), extractor.spec.input_size
-    x = torch.randn(max(frames, batch), s, 3, n, n)
+    x = torch.randint(0, 256, (max(frames, batch), s, 3, n, n), dtype=torch.uint8)
     extractor.embed(x[:1])
     mark = cpu_mark()
     start = time.perf_counter()

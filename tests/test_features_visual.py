@@ -88,14 +88,18 @@ def test_crops_reject_a_non_rgb_image():
 # ---------------------------------------------------------------- preprocessing
 
 
-def test_preprocess_normalises_and_survives_pickling():
+def test_preprocess_crops_then_normalises_and_survives_pickling():
     spec = DinoV2Spec(input_size=16, scales=(0.9, 1.5), mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 1.0))
     preprocess = pickle.loads(pickle.dumps(make_preprocess(spec)))
-    x = preprocess(np.full((20, 20, 3), 255, np.uint8))
-    assert x.shape == (2, 3, 16, 16) and x.dtype == torch.float32
+    crops = preprocess(np.full((20, 20, 3), 255, np.uint8))
+    assert crops.shape == (2, 3, 16, 16) and crops.dtype == torch.uint8  # workers ship bytes
+    x = preprocess.normalise(crops[None])
+    assert x.shape == (1, 2, 3, 16, 16) and x.dtype == torch.float32
     # Centre pixels are white at both scales: (1 - mean) / std per channel.
-    torch.testing.assert_close(x[:, :, 8, 8], torch.tensor([[1.0, 3.0, 1.0]] * 2))
-    assert x[1, 0, 0, 0] == pytest.approx(-1.0)  # the 1.5 crop's corner is black padding
+    torch.testing.assert_close(x[0, :, :, 8, 8], torch.tensor([[1.0, 3.0, 1.0]] * 2))
+    assert x[0, 1, 0, 0, 0] == pytest.approx(-1.0)  # the 1.5 crop's corner is black padding
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess.normalise(x)  # normalising twice would be silently wrong
 
 
 def test_efficientnet_mean_std_default_to_timm_pretrained_cfg():
@@ -145,6 +149,8 @@ def test_embed_averages_over_scales():
     torch.testing.assert_close(extractor.embed(mixed)["features"], pair, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="B, S, 3"):
         extractor.embed(one[:, 0])
+    with pytest.raises(ValueError, match="uint8"):
+        extractor.embed(one.float())
 
 
 # ---------------------------------------------------------------- EfficientNet
@@ -174,7 +180,7 @@ def test_pickled_emotion_model_gives_abaw_ordered_logits(tmp_path, sequential_he
     batch = _batch(extractor, [_random_image(11), _random_image(12)])
     out = extractor.embed(batch)
     with torch.inference_mode():
-        raw = model(batch[:, 0])
+        raw = model(extractor.normalise(batch[:, 0]))
     torch.testing.assert_close(out["logits"], raw[:, list(ABAW_FROM_AFFECTNET)], atol=1e-4, rtol=1e-5)
     assert not torch.allclose(out["logits"], raw, atol=1e-3)
     abaw8 = create_extractor("efficientnet", weights=str(tmp_path / "hsemotion.pt"), logits="abaw8",
@@ -206,7 +212,8 @@ def test_pickle_from_an_old_timm_layout_still_loads(tmp_path, monkeypatch):
                                  scales=(1.0,), input_size=64)
     batch = _batch(extractor, [_random_image(13)])
     with torch.inference_mode():
-        torch.testing.assert_close(extractor.embed(batch)["logits"], model(batch[:, 0]), atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(extractor.embed(batch)["logits"], model(extractor.normalise(batch[:, 0])),
+                                   atol=1e-4, rtol=1e-5)
 
 
 def test_pickled_model_of_another_architecture_is_refused(tmp_path):

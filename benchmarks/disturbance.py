@@ -1,0 +1,26 @@
+"""How busy the machine was around a measurement, printed beside benchmark figures: other
+processes' CPU use since a mark, and the load average."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def load() -> str:
+    return "load %.2f %.2f %.2f" % os.getloadavg()
+
+
+def cpu_mark() -> tuple[float, float, float]:
+    """(wall, machine busy CPU s, this process tree's CPU s), for :func:`others`."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:9]]
+    t = os.times()
+    busy = (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return time.perf_counter(), busy, t.user + t.system + t.children_user + t.children_system
+
+
+def others(mark: tuple[float, float, float]) -> str:
+    """Cores other processes kept busy since ``mark``, and the load average."""
+    wall, busy, own = cpu_mark()
+    return f"others {max(0.0, (busy - mark[1]) - (own - mark[2])) / (wall - mark[0]):.2f} cores, {load()}"
