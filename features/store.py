@@ -125,9 +125,9 @@ class FeatureStore:
         text = json.dumps(record, indent=1)
         _atomic_bytes(self.folder / f"{track_id}.json", lambda f: f.write(text.encode()))
 
-    def read(self, track_id: str, array: str = "features") -> np.ndarray:
-        """Memory-mapped array of a finished track."""
-        return np.load(self.file(track_id, array), mmap_mode="r")
+    def read(self, track_id: str, array: str = "features", mmap: bool = True) -> np.ndarray:
+        """An array of a finished track, memory-mapped (or read into memory: small arrays)."""
+        return np.load(self.file(track_id, array), mmap_mode="r" if mmap else None)
 
     def tracks(self) -> list[str]:
         """Ids of the tracks with a record (finished, unless a file was damaged since)."""

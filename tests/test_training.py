@@ -61,6 +61,32 @@ def test_deduplicate_keeps_one_row_per_track_frame():
     assert sorted(zip(t.tolist(), r.tolist(), v.tolist())) == [(0, 5, 1.0), (0, 6, 2.0), (1, 5, 3.0)]
 
 
+def test_stream_statistics_equal_numpy_over_present_rows(tmp_path):
+    from abaw.data.records import Track
+    from abaw.training.data import Stream, WindowDataset, stream_statistics
+    from features.store import FeatureStore
+
+    rng = np.random.default_rng(0)
+    store = FeatureStore(tmp_path / "face")
+    store.folder.mkdir(parents=True)
+    tracks, present_rows = [], []
+    for i, n in enumerate((7, 12, 5)):
+        values, valid = rng.normal(i, 1 + i, (n, 3)), rng.random(n) > 0.3
+        store.write(f"t{i}", values, valid)
+        present_rows.append(np.asarray(store.read(f"t{i}"), dtype=np.float64)[valid])  # as stored (float16)
+        tracks.append(Track(f"t{i}", "expr", "train", f"t{i}", None, tmp_path, np.arange(1, n + 1),
+                            np.zeros((n, 1), np.float32), np.ones((n, 1), bool)))
+    dataset = WindowDataset(tracks, {"face": Stream("face", store, "visual", 3)}, window=4)
+    rows = np.concatenate(present_rows)
+    for l2 in (False, True):
+        expected = rows / np.linalg.norm(rows, axis=1, keepdims=True) if l2 else rows
+        stats = stream_statistics(dataset, l2=l2)["face"]
+        np.testing.assert_allclose(stats["mean"], expected.mean(axis=0), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(stats["std"], expected.std(axis=0), rtol=1e-9, atol=1e-12)
+    sampled = stream_statistics(dataset, l2=False, max_rows=8)["face"]  # a sample: close, not equal
+    assert np.all(np.abs(np.array(sampled["mean"]) - rows.mean(axis=0)) < 2 * rows.std(axis=0))
+
+
 def write_synthetic_features(root: Path, cache: Path, seed: int = 0) -> None:
     """Fill the stores of FEATURES with features that carry the labels (plus noise), so a
     head can learn them: the face stream encodes EXPR/VD labels, the voice stream VA."""

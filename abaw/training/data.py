@@ -7,6 +7,7 @@ maps, so a corpus far larger than RAM trains with a flat memory profile.
 
 from __future__ import annotations
 
+import resource
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +54,19 @@ def open_streams(cache: str, dataset: str, features: dict, labels: list[str]) ->
     return streams
 
 
+def _open_map_limit() -> int:
+    """How many tracks' feature maps a dataset keeps open. Each map holds a file descriptor:
+    half the process's soft limit (1024 on many systems), at most 4096. Re-opening a map costs
+    ~0.1 ms, so a cache smaller than the training set's tracks makes the loader the bottleneck
+    (benchmarks/bench_training.py)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 4096 if soft == resource.RLIM_INFINITY else max(64, min(4096, soft // 2))
+
+
 class WindowDataset(Dataset):
     """Windows of ``window`` consecutive rows of a track (the last one padded).
 
-    Each item: ``streams`` label -> (W, D) float32, ``present`` label -> (W,) bool,
+    Each item: ``streams`` label -> (W, D) float16, ``present`` label -> (W,) bool,
     ``labels`` (W, C) float32, ``valid`` (W, C) bool (False on padding), ``track`` index and
     ``rows`` (W,) int64 (-1 on padding).
     """
@@ -65,7 +75,9 @@ class WindowDataset(Dataset):
         self.tracks, self.streams, self.window = tracks, streams, window
         stride = stride or window
         self.items = [(i, start) for i, t in enumerate(tracks) for start in range(0, t.num_frames, stride)]
-        self._maps: OrderedDict = OrderedDict()
+        self._maps: OrderedDict = OrderedDict()  # (stream, track) -> memory-mapped features, LRU
+        self._max_maps = _open_map_limit()
+        self._present: dict = {}  # (stream, track) -> valid mask, in memory (1 byte per row)
         for stream in streams.values():
             missing = [t.id for t in tracks if stream.store.record(t.id) is None]
             if missing:
@@ -75,14 +87,21 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _map(self, stream: Stream, track_id: str, array: str) -> np.ndarray:
-        # A bounded cache: every open map holds a file descriptor.
-        key = (stream.label, track_id, array)
-        if key not in self._maps:
-            if len(self._maps) >= 256:
+    def _features(self, stream: Stream, track_id: str) -> np.ndarray:
+        key = (stream.label, track_id)
+        if key in self._maps:
+            self._maps.move_to_end(key)
+        else:
+            if len(self._maps) >= self._max_maps:
                 self._maps.popitem(last=False)
-            self._maps[key] = stream.store.read(track_id, array)
+            self._maps[key] = stream.store.read(track_id)
         return self._maps[key]
+
+    def _valid(self, stream: Stream, track_id: str) -> np.ndarray:
+        key = (stream.label, track_id)
+        if key not in self._present:
+            self._present[key] = stream.store.read(track_id, "valid", mmap=False)
+        return self._present[key]
 
     def __getitem__(self, index: int) -> dict:
         track_index, start = self.items[index]
@@ -91,10 +110,12 @@ class WindowDataset(Dataset):
         n = stop - start
         item = {"streams": {}, "present": {}}
         for label, stream in self.streams.items():
-            values = np.zeros((self.window, stream.dim), dtype=np.float32)
-            values[:n] = self._map(stream, track.id, "features")[start:stop]
+            # float16 as stored: a plain copy (numpy's float16 -> float32 cast costs ~14x more);
+            # the module casts whole batches on its device.
+            values = np.zeros((self.window, stream.dim), dtype=np.float16)
+            values[:n] = self._features(stream, track.id)[start:stop]
             present = np.zeros(self.window, dtype=bool)
-            present[:n] = self._map(stream, track.id, "valid")[start:stop]
+            present[:n] = self._valid(stream, track.id)[start:stop]
             item["streams"][label], item["present"][label] = torch.from_numpy(values), torch.from_numpy(present)
         columns = track.labels.shape[1]
         labels = np.zeros((self.window, columns), dtype=np.float32)
@@ -109,23 +130,27 @@ class WindowDataset(Dataset):
 
 def stream_statistics(dataset: WindowDataset, l2: bool, max_rows: int = 200_000, seed: int = 0) -> dict:
     """Mean and std of each stream over present rows of ``dataset``'s tracks (after the L2 step
-    if ``l2``), from at most ``max_rows`` rows sampled evenly."""
+    if ``l2``), from at most ``max_rows`` rows sampled evenly. Sums are accumulated track by
+    track, so memory stays at one track's rows whatever the store's size."""
     rng = np.random.default_rng(seed)
     total = sum(t.num_frames for t in dataset.tracks)
     keep = min(1.0, max_rows / max(total, 1))
     stats = {}
     for label, stream in dataset.streams.items():
-        chunks = []
+        count, sums, squares = 0, np.zeros(stream.dim), np.zeros(stream.dim)
         for track in dataset.tracks:
             present = np.flatnonzero(np.asarray(stream.store.read(track.id, "valid")[: track.num_frames]))
             if keep < 1.0:
                 present = present[rng.random(len(present)) < keep]
-            if len(present):
-                chunks.append(np.asarray(stream.store.read(track.id)[present], dtype=np.float64))
-        rows = np.concatenate(chunks) if chunks else np.zeros((1, stream.dim))
-        if l2:
-            rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6)
-        stats[label] = {"mean": rows.mean(axis=0).tolist(), "std": rows.std(axis=0).tolist()}
+            if not len(present):
+                continue
+            rows = np.asarray(stream.store.read(track.id)[present], dtype=np.float64)
+            if l2:
+                rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-6)
+            count, sums, squares = count + len(rows), sums + rows.sum(axis=0), squares + np.square(rows).sum(axis=0)
+        mean = sums / max(count, 1)
+        std = np.sqrt(np.maximum(squares / max(count, 1) - np.square(mean), 0.0))
+        stats[label] = {"mean": mean.tolist(), "std": std.tolist()}
     return stats
 
 

@@ -61,10 +61,11 @@ class TaskModule(L.LightningModule):
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, W, output) of the fusion model and of the fallback MLP (None without one)."""
         mask = batch["rows"] >= 0
-        output = self.model(batch["streams"], batch["present"], mask)
+        streams = {label: x.float() for label, x in batch["streams"].items()}  # float16 from the store
+        output = self.model(streams, batch["present"], mask)
         fallback = None
         if self.fallback_stream is not None:
-            fallback = self.fallback(self.fallback_norm(batch["streams"][self.fallback_stream]))
+            fallback = self.fallback(self.fallback_norm(streams[self.fallback_stream]))
         return output, fallback
 
     def _loss(self, batch: dict) -> torch.Tensor:
