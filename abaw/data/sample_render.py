@@ -229,7 +229,9 @@ class VideoWriter:
 
     def add(self, frame: Image.Image, time: float) -> None:
         """Encode one frame shown at `time` seconds (used for the pts of variable-rate files)."""
-        video_frame = av.VideoFrame.from_image(frame)
+        # Converted here, not by the encoder: PyAV's conversion inside encode() occasionally gave
+        # a different stream for identical frames (about one generation in six in one process).
+        video_frame = av.VideoFrame.from_image(frame).reformat(format="yuv420p")
         video_frame.pts = int(round(time / VFR_TIME_BASE)) if self._vfr else self.frames
         video_frame.time_base = self._time_base
         self._mux(self._video.encode(video_frame))
