@@ -174,10 +174,10 @@ def decode_only(kind: str, video: str, frames: int, pause: float = 0.1) -> None:
         reader = decord.VideoReader(video, ctx=decord.cpu(0), num_threads=1)
         batches = (reader.get_batch(list(range(i, min(i + 32, frames)))).asnumpy() for i in starts)
     elif kind == "extract":
-        from features.extract import _Chunks
+        from features.extract import VideoFrames
 
-        chunks = _Chunks([], [], None, 32)
-        batches = (chunks._frames(Path(video), np.arange(i, min(i + 32, frames))) for i in starts)
+        read = VideoFrames()
+        batches = (read(Path(video), np.arange(i, min(i + 32, frames))) for i in starts)
     else:
         import av
 

@@ -83,37 +83,15 @@ def timing(job: Job) -> tuple[np.ndarray, dict]:
     return times, accounting
 
 
-class _Chunks(Dataset):
-    """Chunks of up to ``size`` rows of one job, loaded and preprocessed in a worker."""
+class VideoFrames:
+    """Frames of raw videos by index, through one decord reader per video, opened on first use
+    (so in the DataLoader worker that reads them)."""
 
-    def __init__(self, jobs: list[Job], decoded: list[int], preprocess: Callable, size: int) -> None:
-        self.jobs, self.preprocess = jobs, preprocess
-        self.items: list[tuple[int, np.ndarray]] = []
-        for index, job in enumerate(jobs):
-            if job.crop_dir is not None:
-                rows = np.flatnonzero(job.crop_present)
-            else:
-                rows = np.arange(min(job.frames, decoded[index]))
-            self.items += [(index, rows[i:i + size]) for i in range(0, len(rows), size)]
-        self._readers: dict[Path, object] = {}  # opened lazily, inside each worker
+    def __init__(self) -> None:
+        self._readers: dict[Path, object] = {}
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        index, rows = self.items[i]
-        job = self.jobs[index]
-        try:
-            if job.crop_dir is not None:
-                images = [np.asarray(Image.open(job.crop_dir / f"{r + 1:05d}.jpg").convert("RGB")) for r in rows]
-            else:
-                images = list(self._frames(job.video, rows))
-            return index, rows, torch.stack([self.preprocess(image) for image in images]), None
-        except Exception as e:  # reported per track; the run goes on with the others
-            return index, rows, None, f"{type(e).__name__}: {e}"
-
-    def _frames(self, path: Path, rows: np.ndarray) -> np.ndarray:
-        """uint8 ``(len(rows), H, W, 3)`` frames of ``path`` (decord, one reader per worker)."""
+    def __call__(self, path: Path, rows: np.ndarray) -> np.ndarray:
+        """uint8 ``(len(rows), H, W, 3)`` frames ``rows`` (0-based) of ``path``."""
         import decord
 
         if path not in self._readers:
@@ -126,6 +104,36 @@ class _Chunks(Dataset):
         # decodes again from the keyframe before it, a small cost next to the model.
         reader.seek(0)
         return frames
+
+
+class _Chunks(Dataset):
+    """Chunks of up to ``size`` rows of one job, loaded and preprocessed in a worker."""
+
+    def __init__(self, jobs: list[Job], decoded: list[int], preprocess: Callable, size: int) -> None:
+        self.jobs, self.preprocess = jobs, preprocess
+        self.items: list[tuple[int, np.ndarray]] = []
+        for index, job in enumerate(jobs):
+            if job.crop_dir is not None:
+                rows = np.flatnonzero(job.crop_present)
+            else:
+                rows = np.arange(min(job.frames, decoded[index]))
+            self.items += [(index, rows[i:i + size]) for i in range(0, len(rows), size)]
+        self.frames = VideoFrames()  # decord readers open lazily, inside each worker
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        index, rows = self.items[i]
+        job = self.jobs[index]
+        try:
+            if job.crop_dir is not None:
+                images = [np.asarray(Image.open(job.crop_dir / f"{r + 1:05d}.jpg").convert("RGB")) for r in rows]
+            else:
+                images = list(self.frames(job.video, rows))
+            return index, rows, torch.stack([self.preprocess(image) for image in images]), None
+        except Exception as e:  # reported per track; the run goes on with the others
+            return index, rows, None, f"{type(e).__name__}: {e}"
 
 
 class _Progress:

@@ -16,9 +16,9 @@ import yaml
 
 from abaw.cli import main
 from abaw.extraction import jobs_for
+from features.extract import VideoFrames
 from features.specs import make_spec
 from features.store import FeatureStore
-from features.extract import _Chunks
 from tests.conftest import EXTRACT_FEATURES as FEATURES
 from tests.conftest import clip
 from tests.conftest import write_extract_config as write_config
@@ -145,7 +145,7 @@ def test_video_frames_read_in_batches_equal_one_pass():
 
     path = clip("WolfgangLanger_Pexels.mp4")
     whole = decord.VideoReader(str(path), ctx=decord.cpu(0)).get_batch(list(range(472))).asnumpy()
-    chunks = _Chunks([], [], None, 32)
-    batches = [chunks._frames(path, np.arange(i, min(i + 32, 472))) for i in range(0, 472, 32)]
+    frames = VideoFrames()
+    batches = [frames(path, np.arange(i, min(i + 32, 472))) for i in range(0, 472, 32)]
     np.testing.assert_array_equal(np.concatenate(batches), whole)
-    np.testing.assert_array_equal(chunks._frames(path, np.array([100, 101, 300])), whole[[100, 101, 300]])
+    np.testing.assert_array_equal(frames(path, np.array([100, 101, 300])), whole[[100, 101, 300]])

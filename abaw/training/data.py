@@ -139,7 +139,7 @@ def stream_statistics(dataset: WindowDataset, l2: bool, max_rows: int = 200_000,
     for label, stream in dataset.streams.items():
         count, sums, squares = 0, np.zeros(stream.dim), np.zeros(stream.dim)
         for track in dataset.tracks:
-            present = np.flatnonzero(np.asarray(stream.store.read(track.id, "valid")[: track.num_frames]))
+            present = np.flatnonzero(dataset._valid(stream, track.id)[: track.num_frames])
             if keep < 1.0:
                 present = present[rng.random(len(present)) < keep]
             if not len(present):
