@@ -29,9 +29,11 @@ CROP_SIZE = 112
 _CROP_HALF = 1.25
 # One time base for variable-frame-rate files: a multiple of both 1/20 s and 1/30 s.
 VFR_TIME_BASE = Fraction(1, 600)
-# Fixed encoder settings: one thread and no B-frames make the output depend on the input only
-# (B-frames would also leave AVI files without usable timestamps).
-_X264_OPTIONS = {"preset": "veryfast", "crf": "23", "threads": "1", "x264-params": "bframes=0"}
+# Fixed encoder settings that make the output depend on the input only: one thread; no B-frames
+# (they would also leave AVI files without usable timestamps); no macroblock-tree rate control,
+# whose quantisers varied between encodes of identical frames in one process (the streams of one
+# video in 10 of 50 regenerations with it on, 0 of 100 with it off).
+_X264_OPTIONS = {"preset": "veryfast", "crf": "23", "threads": "1", "x264-params": "bframes=0:mbtree=0"}
 _AUDIO_CHUNK = 1024
 
 _t = np.linspace(0.0, 2.0 * np.pi, 20, endpoint=False)
@@ -229,9 +231,7 @@ class VideoWriter:
 
     def add(self, frame: Image.Image, time: float) -> None:
         """Encode one frame shown at `time` seconds (used for the pts of variable-rate files)."""
-        # Converted here, not by the encoder: PyAV's conversion inside encode() occasionally gave
-        # a different stream for identical frames (about one generation in six in one process).
-        video_frame = av.VideoFrame.from_image(frame).reformat(format="yuv420p")
+        video_frame = av.VideoFrame.from_image(frame)
         video_frame.pts = int(round(time / VFR_TIME_BASE)) if self._vfr else self.frames
         video_frame.time_base = self._time_base
         self._mux(self._video.encode(video_frame))
