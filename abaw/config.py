@@ -65,6 +65,16 @@ class ExtractConfig:
     num_nodes: int = 1
     num_workers: int = 0
 
+    def extractors(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """label -> (registry name, spec overrides) of every entry of ``features``."""
+        return {label: extractor_entry(label, entry) for label, entry in self.features.items()}
+
+
+def extractor_entry(label: str, entry: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(registry name, spec overrides) of one ``extract.features`` entry."""
+    overrides = dict(entry or {})
+    return overrides.pop("extractor", label), overrides
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -47,15 +47,6 @@ def jobs_for(root: str | Path, dataset: str) -> list[Job]:
     return jobs
 
 
-def feature_specs(config: Config) -> dict[str, tuple[str, dict]]:
-    """label -> (registry name, spec overrides) from ``extract.features``."""
-    result = {}
-    for label, entry in config.extract.features.items():
-        overrides = dict(entry or {})
-        result[label] = (overrides.pop("extractor", label), overrides)
-    return result
-
-
 def pick_device(accelerator: str) -> torch.device:
     """cuda when asked for or available under ``auto``, else cpu."""
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
@@ -71,7 +62,7 @@ def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
     results = {}
     for dataset in datasets:
         jobs = jobs_for(config.data.root, dataset)[rank::world]
-        for label, (name, overrides) in feature_specs(config).items():
+        for label, (name, overrides) in config.extract.extractors().items():
             extractor = create_extractor(name, **overrides).to(device)
             store = FeatureStore.for_spec(config.extract.cache, dataset, extractor.spec)
             log(f"[rank {rank}] {dataset} {label}: {len(jobs)} tracks -> {store.folder}")

