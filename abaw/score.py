@@ -35,7 +35,8 @@ def score_submission(task: Task, predictions: str | Path, root: str | Path, spli
     """Official score of a submission-format prediction file (or folder/zip) on ``split``.
 
     Raises:
-        DataError: the predictions miss, duplicate or add rows, or hold out-of-range values.
+        DataError: the predictions miss, duplicate or add rows, or hold out-of-range or non-finite
+            (nan, inf) values; an annotation or prediction file is unreadable.
     """
     split = normalise_split(split)
     tracks = load_tracks(root, task, splits=(split,))

@@ -10,13 +10,14 @@ Formats (ABAW_FORMATS.md §3):
 
 from __future__ import annotations
 
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from abaw.data.annotations import check_header, decode_lines, split_image_location
+from abaw.data.annotations import check_frame_header, check_header, decode_lines, read_bytes, split_image_location
 from abaw.data.records import DataError
 from abaw.tasks import Task
 
@@ -32,7 +33,10 @@ class TrackRows:
 
 
 def parse_value_fields(path: Path, line: int, fields: list[str], task: Task) -> list[float]:
-    """Parse and range-check the value columns of one submission row (DataError naming the line)."""
+    """Parse and range-check the value columns of one submission row (DataError naming the line).
+
+    NaN and inf are refused first: NaN compares false with both range bounds, and a prediction
+    that is not a number must never be written or scored."""
     if len(fields) != task.columns:
         raise DataError(path, f"expected {task.columns} value(s) after the frame, got {len(fields)}", line)
     try:
@@ -41,6 +45,8 @@ def parse_value_fields(path: Path, line: int, fields: list[str], task: Task) -> 
         raise DataError(path, f"non-numeric value in {','.join(fields)!r}", line) from None
     low, high = task.value_range
     for value in values:
+        if not math.isfinite(value):
+            raise DataError(path, f"{value:g} is not a finite number", line)
         if not low <= value <= high or (task.kind != "regression" and value != int(value)):
             kind = "a value" if task.kind == "regression" else "an integer"
             raise DataError(path, f"{value:g} is not {kind} in [{low:g}, {high:g}] for {task.name.upper()}", line)
@@ -49,7 +55,7 @@ def parse_value_fields(path: Path, line: int, fields: list[str], task: Task) -> 
 
 def read_task_file(path: Path, task: Task) -> dict[str, TrackRows]:
     """Read an Aff-Wild2 one-file-per-task submission into rows per track (file order kept)."""
-    lines = _lines(path.read_bytes(), path)
+    lines = _lines(read_bytes(path), path)
     check_header(path, lines[0] if lines else "", task.submission_header)
     collected: dict[str, tuple[list[int], list[list[float]], list[int]]] = {}
     for index, text in enumerate(lines[1:]):
@@ -72,8 +78,7 @@ def read_per_track(source: Path, task: Task) -> dict[str, TrackRows]:
         path = source / name
         lines = _lines(data, path)
         if task.dataset == "dvd":
-            if not lines or not lines[0].lower().startswith("frame"):
-                raise DataError(path, f"header {lines[0] if lines else ''!r} is not 'Frame_Number,Label'", 1)
+            check_frame_header(path, lines[0])
         else:
             check_header(path, lines[0] if lines else "", task.labels)
         frames, values, where = [], [], []
@@ -161,7 +166,7 @@ def _lines(data: bytes, path: Path) -> list[str]:
 def _member_files(source: Path, suffix: str) -> list[tuple[str, bytes]]:
     """(name, bytes) of each ``*suffix`` file in a folder or flat zip."""
     if source.is_dir():
-        files = [(p.name, p.read_bytes()) for p in sorted(source.glob(f"*{suffix}"))]
+        files = [(p.name, read_bytes(p)) for p in sorted(source.glob(f"*{suffix}"))]
     elif zipfile.is_zipfile(source):
         with zipfile.ZipFile(source) as archive:
             files = []

@@ -48,8 +48,8 @@ def write_task_file(path: str | Path, task: Task, expected: dict[str, np.ndarray
         rows: predictions per track; values (n, task.columns): class index, 0/1 or values.
 
     Raises:
-        DataError: a missing, duplicated, unknown or reordered row, or an out-of-range value;
-            nothing is written then.
+        DataError: a missing, duplicated, unknown or reordered row, or an out-of-range or
+            non-finite (nan, inf) value; nothing is written then.
     """
     path = Path(path)
     check_rows(expected, rows, path, ordered=True)
