@@ -12,7 +12,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from abaw.config import ConfigError  # noqa: E402
+from abaw.config import Config, ConfigError  # noqa: E402
 from abaw.data.records import DataError  # noqa: E402
 from abaw.tasks import TASKS, get_task  # noqa: E402
 from features.media import MediaError  # noqa: E402
@@ -31,7 +31,8 @@ def _sample_data(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from abaw.inspection import main_inspect
 
-    return main_inspect(args.root, probe_videos=not args.skip_videos)
+    tasks = [get_task(name) for name in args.task] if args.task else None
+    return main_inspect(args.root, probe_videos=not args.skip_videos, tasks=tasks)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -139,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_sample_data)
 
     p = commands.add_parser("inspect", help="validate a dataset root and summarise it")
-    p.add_argument("root")
+    p.add_argument("root", help="dataset root: the Aff-Wild2 and/or DVD folder, or the folder holding them")
+    p.add_argument("--task", action="append", choices=sorted(TASKS),
+                   help="inspect only this task (repeatable; default: every task, absent ones reported)")
     p.add_argument("--skip-videos", action="store_true", help="do not open raw videos (no fps column)")
     p.set_defaults(handler=_inspect)
 
@@ -154,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, choices=sorted(TASKS))
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="folds.json", help="the folds file (read if it exists)")
+    p.add_argument("--out", default=str(Config().folds_path),
+                   help="the folds file, shared with abaw cv (default: %(default)s); read if it holds "
+                        "folds of this root")
     p.add_argument("--rebuild", action="store_true", help="replace folds saved for this dataset")
     p.add_argument("root")
     p.set_defaults(handler=_folds)

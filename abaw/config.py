@@ -55,11 +55,15 @@ class ExtractConfig:
 
     ``features`` maps a label to a registry entry and its spec overrides, e.g.
     ``{"face": {"extractor": "efficientnet", "weights": "..."}}``; a label without an
-    ``extractor`` key names the registry entry itself.
+    ``extractor`` key names the registry entry itself. ``faces`` names per dataset where the
+    visual extractors take their pixels: ``crops`` (the organisers' ``cropped_aligned/``; a
+    track without crops is face-absent), ``frame`` (whole frames: scenes such as DVD) or
+    ``none``. The source is part of the cache key.
     """
 
     cache: str = "cache/features"
     features: dict[str, Any] = field(default_factory=dict)
+    faces: dict[str, str] = field(default_factory=lambda: {"affwild2": "crops", "dvd": "frame"})
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
@@ -133,7 +137,7 @@ class Config:
 
     name: str = "abaw"
     seed: int = 0
-    tasks: list[str] = field(default_factory=lambda: ["expr", "va", "au", "vd"])
+    tasks: list[str] = field(default_factory=list)  # empty: every task the dataset root holds
     runs_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)

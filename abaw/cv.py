@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from abaw.config import Config, make_run_dir
+from abaw.data import resolve_tasks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
 from abaw.metrics import score
@@ -81,7 +82,7 @@ def track_output(prediction: dict[str, np.ndarray], primary: str, secondary: str
 def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -> Path:
     """Train (or reuse) the requested folds and store their out-of-fold predictions."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    task = get_task(config.train.task)
+    task = resolve_tasks(config.data.root, [config.train.task])[0]
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
                                  seed=config.folds.seed)
     run_dir = make_run_dir(config, f"cv-{task.name}", path=cv_dir(config))

@@ -7,6 +7,7 @@ merges the manifests once all ranks are done.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,21 +15,52 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from abaw.config import Config
-from abaw.data import affwild2, load_tracks
-from abaw.tasks import AFFWILD2_TASKS, VD, get_task
-from features.extract import Job, Outcome, accounting_table, extract_audio, extract_visual
-from features.specs import create_extractor
+from abaw.config import Config, ConfigError, extractor_entry
+from abaw.data import affwild2, dataset_folder, dataset_key, load_tracks, resolve_tasks
+from abaw.data.records import Problem
+from abaw.inspection import uncropped_warnings
+from abaw.tasks import AFFWILD2_TASKS, VD
+from features.extract import FACE_SOURCES, Job, Outcome, accounting_table, extract_audio, extract_visual
+from features.specs import create_extractor, make_spec
 from features.store import FeatureStore
 
 Log = Callable[[str], None]
 
 
-def jobs_for(root: str | Path, dataset: str) -> list[Job]:
-    """One job per track id of ``dataset`` (all tasks and splits; a track annotated for several
-    Aff-Wild2 tasks is extracted once, with as many rows as its longest annotation)."""
+def stale_tracks(config: Config, dataset: str, streams: dict, tracks: list) -> list[str]:
+    """One line per track of ``tracks`` whose cached rows in any of ``streams`` (label ->
+    ``abaw.training.data.Stream``) are missing, fewer than its rows, or computed from other
+    inputs than the current ones."""
+    jobs = {job.id: job for job in jobs_for(config, dataset)}
+    lines = []
+    for label, stream in streams.items():
+        store = stream.store
+        for track in tracks:
+            record, job = store.record(track.id), jobs.get(track.id)
+            if record is None:
+                lines.append(f"{label} {track.id}: not extracted")
+            elif record["frames"] < track.num_frames:
+                lines.append(f"{label} {track.id}: {record['frames']} cached rows, {track.num_frames} in {track.source}")
+            elif job is not None and (changed := store.changed_inputs(track.id, job.inputs_for(stream.modality))):
+                lines.append(f"{label} {track.id}: inputs changed since extraction ({'; '.join(changed)})")
+    return lines
+
+
+def jobs_for(config: Config, dataset: str, problems: list[Problem] | None = None) -> list[Job]:
+    """One job per track id of ``dataset`` at ``config.data.root`` (all tasks and splits; a
+    track annotated for several Aff-Wild2 tasks is extracted once, with as many rows as its
+    longest annotation).
+
+    The face source is ``extract.faces`` of the dataset (``crops``, ``frame`` or ``none``);
+    with ``crops`` a track without a crop folder gets ``none`` (every row face-absent), with a
+    warning appended to ``problems``.
+    """
+    root, faces = config.data.root, face_source(config, dataset)
+    if dataset == "dvd" and faces == "crops":
+        raise ConfigError("extract.faces.dvd=crops: DVD ships no face crops; use frame (whole scenes) or none")
+    folder = dataset_folder(root, dataset)
     if dataset == "dvd":
-        return [Job(t.id, int(t.frames.max()), t.video_path) for t in load_tracks(root, VD)]
+        return [_job(folder, t.id, int(t.frames.max()), t.video_path, None, faces) for t in load_tracks(root, VD)]
     layout = affwild2.find_layout(root)
     rows: dict[str, int] = {}
     first = {}
@@ -38,13 +70,56 @@ def jobs_for(root: str | Path, dataset: str) -> list[Job]:
         for track in affwild2.load_tracks(layout, task):
             rows[track.id] = max(rows.get(track.id, 0), int(track.frames.max()))
             first.setdefault(track.id, track)
-    jobs = []
-    for track_id, count in sorted(rows.items()):
-        track = first[track_id]
-        frames = np.arange(1, count + 1)
-        present = affwild2.crop_mask(track.crop_dir, frames) if track.crop_dir is not None else None
-        jobs.append(Job(track_id, count, track.video_path, track.crop_dir, present))
+    jobs = [_job(folder, track_id, count, first[track_id].video_path, first[track_id].crop_dir, faces)
+            for track_id, count in sorted(rows.items())]
+    if problems is not None and faces == "crops":
+        problems.extend(uncropped_warnings(layout, {job.id for job in jobs if job.faces == "none"}))
     return jobs
+
+
+def _job(folder: Path, track_id: str, rows: int, video: Path | None, crop_dir: Path | None, faces: str) -> Job:
+    """A job with its face source resolved and its inputs identified: the video (path in the
+    dataset folder, size), which rows have crops (count and hash of the mask), the row count."""
+    present = None
+    if faces == "crops":
+        if crop_dir is None:
+            faces = "none"
+        else:
+            present = affwild2.crop_mask(crop_dir, np.arange(1, rows + 1))
+    inputs = {"rows": rows, "video": None, "video_bytes": None, "faces": faces}
+    if video is not None:
+        inputs["video"] = video.resolve().relative_to(folder.resolve()).as_posix()
+        inputs["video_bytes"] = video.stat().st_size
+    if present is not None:
+        digest = hashlib.sha256(np.packbits(present).tobytes()).hexdigest()[:12]
+        inputs["faces"] = f"crops: {int(present.sum())} of {rows} rows ({digest})"
+    return Job(track_id, rows, video, crop_dir if present is not None else None, present, faces, inputs)
+
+
+def feature_store(config: Config, dataset: str, label: str, spec=None, create: bool = False) -> FeatureStore:
+    """The store of feature ``label`` (a key of ``extract.features``) for ``dataset`` of
+    ``config.data.root``: under the root's dataset key, in a folder named by the extractor's
+    fingerprint and, for visual streams, the face source."""
+    if spec is None:
+        spec = feature_spec(config, label)
+    key = dataset_key(config.data.root, dataset)
+    if spec.modality == "visual":
+        key = f"{key}/faces-{face_source(config, dataset)}"
+    return FeatureStore.for_spec(config.extract.cache, key, spec, create=create)
+
+
+def feature_spec(config: Config, label: str):
+    """The extractor spec of feature ``label`` (a key of ``extract.features``)."""
+    name, overrides = extractor_entry(label, config.extract.features[label])
+    return make_spec(name, **overrides)
+
+
+def face_source(config: Config, dataset: str) -> str:
+    """The configured face source of ``dataset`` (``extract.faces``)."""
+    faces = config.extract.faces.get(dataset)
+    if faces not in FACE_SOURCES:
+        raise ConfigError(f"extract.faces.{dataset}={faces!r}: choose one of {', '.join(FACE_SOURCES)}")
+    return faces
 
 
 def pick_device(accelerator: str) -> torch.device:
@@ -56,15 +131,20 @@ def pick_device(accelerator: str) -> torch.device:
 
 def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
                 device: torch.device | None = None) -> dict[str, tuple[FeatureStore, Outcome]]:
-    """Extract every configured feature for this rank's share of the tracks."""
+    """Extract every configured feature for this rank's share of the tracks of the datasets
+    of the configured tasks (``tasks``, or every task the root holds)."""
     device = device or pick_device(config.extract.accelerator)
-    datasets = sorted({get_task(name).dataset for name in config.tasks})
+    datasets = sorted({task.dataset for task in resolve_tasks(config.data.root, config.tasks)})
     results = {}
     for dataset in datasets:
-        jobs = jobs_for(config.data.root, dataset)[rank::world]
+        problems: list[Problem] = []
+        jobs = jobs_for(config, dataset, problems)[rank::world]
+        if rank == 0:
+            for problem in problems:
+                log(f"  {problem}")
         for label, (name, overrides) in config.extract.extractors().items():
             extractor = create_extractor(name, **overrides).to(device)
-            store = FeatureStore.for_spec(config.extract.cache, dataset, extractor.spec)
+            store = feature_store(config, dataset, label, extractor.spec, create=True)
             log(f"[rank {rank}] {dataset} {label}: {len(jobs)} tracks -> {store.folder}")
             if extractor.spec.modality == "audio":
                 outcome = extract_audio(extractor, jobs, store, log)
@@ -76,11 +156,23 @@ def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
     return results
 
 
+def missing_weights(config: Config) -> list[str]:
+    """One line per configured extractor whose weights are not on this machine."""
+    missing = []
+    for label, (name, overrides) in config.extract.extractors().items():
+        missing += [f"extract.features.{label}: {reason}" for reason in make_spec(name, **overrides).missing_weights()]
+    return missing
+
+
 def run_extract(config: Config, log: Log | None = None) -> int:
     """Run extraction (distributed when configured); 1 if any track failed."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     if not config.extract.features:
         raise ValueError("no extractors configured (extract.features is empty)")
+    missing = missing_weights(config)
+    if missing:
+        raise ConfigError("model weights not found (nothing is downloaded at run time; see the README section "
+                          "'Weights for offline use'):\n  " + "\n  ".join(missing))
     extract = config.extract
     rank, world, device, fabric = 0, 1, None, None
     if extract.devices * extract.num_nodes > 1:
@@ -99,10 +191,15 @@ def run_extract(config: Config, log: Log | None = None) -> int:
         failed = {key: {k: v for part in gathered for k, v in part[key].items()} for key in failed}
     if rank != 0:
         return 0
-    for key, (store, _) in results.items():
+    shown: set[str] = set()
+    # Visual stores first: their accounting also counts the rows without a face.
+    for key, (store, _) in sorted(results.items(), key=lambda item: "/faces-" not in str(item[1][0].folder)):
         store.write_manifest()
-        print(f"\n{key}: frame accounting ({store.folder})")
-        print(accounting_table(store))
+        dataset = key.split("/")[0]
+        if dataset not in shown:  # decoded frames and rows are the same for every stream of a dataset
+            shown.add(dataset)
+            print(f"\n{dataset}: frame accounting ({store.folder})")
+            print(accounting_table(store))
     errors = [(key, track, error) for key, tracks in failed.items() for track, error in tracks.items()]
     for key, track, error in errors:
         print(f"abaw: error: {key}: track {track} failed: {error}", file=sys.stderr)

@@ -60,7 +60,7 @@ class Folds:
             raise DataError(
                 source or Path("folds.json"),
                 f"video {track.video} (track {track.id}) has no fold: the folds were built on other "
-                "data; rebuild them (abaw folds --rebuild)",
+                f"data; rebuild them with abaw folds --task {track.task} --rebuild <dataset root>",
             ) from None
 
 
@@ -103,23 +103,25 @@ def build_folds(tracks_by_task: dict[Task, list[Track]], k: int = 5, seed: int =
     return Folds(k=k, seed=seed, dataset=datasets.pop(), videos=dict(sorted(assignment.items())))
 
 
-def save_folds(folds: Folds, path: str | Path) -> None:
-    """Write ``folds`` to ``path`` atomically; other datasets already in the file are kept."""
+def save_folds(folds: Folds, path: str | Path, key: str | None = None) -> None:
+    """Write ``folds`` to ``path`` atomically under ``key`` (a dataset key, see
+    ``abaw.data.dataset_key``; default the dataset's kind); other entries are kept."""
     path = Path(path)
     data = _read_json(path) if path.exists() else {"version": 1, "datasets": {}}
-    data["datasets"][folds.dataset] = {"k": folds.k, "seed": folds.seed, "videos": folds.videos}
+    data["datasets"][key or folds.dataset] = {"k": folds.k, "seed": folds.seed, "videos": folds.videos}
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
         json.dump(data, f, indent=1)
     os.replace(f.name, path)
 
 
-def load_folds(path: str | Path, dataset: str) -> Folds | None:
-    """The folds of ``dataset`` saved in ``path``, or None if the file or the dataset is absent."""
+def load_folds(path: str | Path, dataset: str, key: str | None = None) -> Folds | None:
+    """The folds of ``dataset`` saved in ``path`` under ``key`` (default the dataset's kind),
+    or None if the file or the entry is absent."""
     path = Path(path)
     if not path.exists():
         return None
-    entry = _read_json(path).get("datasets", {}).get(dataset)
+    entry = _read_json(path).get("datasets", {}).get(key or dataset)
     if entry is None:
         return None
     return Folds(k=int(entry["k"]), seed=int(entry["seed"]), dataset=dataset, videos=dict(entry["videos"]))
@@ -156,14 +158,15 @@ def fold_distributions(task: Task, tracks: list[Track], folds: Folds) -> tuple[n
 def ensure_folds(
     root: str | Path, dataset: str, path: str | Path, k: int = 5, seed: int = 0, rebuild: bool = False
 ) -> tuple[Folds, dict[Task, list[Track]]]:
-    """Folds of ``dataset`` at ``root``: read from ``path`` when saved there for the same k, seed
-    and videos, else built and saved. Returns them with the train/validation tracks per task.
+    """Folds of ``dataset`` at ``root``: read from ``path`` when saved there for this root
+    (under its dataset key: two roots never share folds) with the same k, seed and videos, else
+    built and saved. Returns them with the train/validation tracks per task.
 
     Raises:
         DataError: ``path`` holds folds with another k or seed, or for other videos, and
             ``rebuild`` is False (silently changing a team's folds would invalidate its CV runs).
     """
-    from abaw.data import affwild2, load_tracks
+    from abaw.data import affwild2, dataset_key, load_tracks
     from abaw.tasks import AFFWILD2_TASKS, VD
 
     if dataset == "affwild2":
@@ -173,15 +176,19 @@ def ensure_folds(
     else:
         tracks = {VD: load_tracks(root, VD, splits=("train", "validation"))}
     videos = {t.video for group in tracks.values() for t in group}
-    saved = None if rebuild else load_folds(path, dataset)
+    key = dataset_key(root, dataset)
+    saved = None if rebuild else load_folds(path, dataset, key)
     if saved is not None:
         if (saved.k, saved.seed) != (k, seed) or set(saved.videos) != videos:
+            task = next(iter(tracks), VD).name
             raise DataError(
                 Path(path),
-                f"saved {dataset} folds (k={saved.k}, seed={saved.seed}, {len(saved.videos)} videos) do not "
-                f"match the request (k={k}, seed={seed}, {len(videos)} videos); rebuild them with --rebuild",
+                f"saved folds of {root} (k={saved.k}, seed={saved.seed}, {len(saved.videos)} videos) do not "
+                f"match the request (k={k}, seed={seed}, {len(videos)} videos); rebuild them with "
+                f"abaw folds --task {task} --k {k} --seed {seed} --out {path} --rebuild {root} "
+                "(cross-validation runs made with the old folds are then out of date)",
             )
         return saved, tracks
     folds = build_folds(tracks, k=k, seed=seed)
-    save_folds(folds, path)
+    save_folds(folds, path, key)
     return folds, tracks

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +31,23 @@ def _frame_rates(tracks: list[Track], cache: dict[Path, float | None], problems:
     return rates
 
 
+def face_source(track: Track) -> str:
+    """Where a track's face pixels can come from: ``crops`` (its ``cropped_aligned`` folder),
+    ``video`` (no crops, but a raw video to take frames or detect faces from) or ``none``."""
+    if track.crop_present is not None:
+        return "crops"
+    return "video" if track.video_path is not None else "none"
+
+
 def summarise(task: Task, tracks: list[Track], rates: list[float]) -> dict:
-    """Counts of one task and split: tracks, lines, valid frames, missing crops, fps range,
-    and the label summary (EXPR/VD class counts, VA means, AU positive rates)."""
+    """Counts of one task and split: tracks, lines, valid frames, rows without a crop, face
+    sources, fps range, and the label summary (EXPR/VD class counts, VA means, AU positive rates)."""
     summary: dict = {"tracks": len(tracks), "lines": int(sum(t.num_frames for t in tracks))}
-    crops = [t.crop_present for t in tracks if t.crop_present is not None]
-    summary["missing_crops"] = int(sum((~c).sum() for c in crops)) if crops else None
+    sources = Counter(face_source(t) for t in tracks)
+    summary["face_sources"] = dict(sorted(sources.items()))
+    # A track without a crop folder has no crop on any row; a dataset without crops (DVD) has no count.
+    crops = [t.crop_present if t.crop_present is not None else np.zeros(t.num_frames, bool) for t in tracks]
+    summary["missing_crops"] = int(sum((~c).sum() for c in crops)) if task.dataset == "affwild2" else None
     summary["fps"] = [min(rates), max(rates)] if rates else None
     labelled = [t for t in tracks if t.labels is not None]
     if not labelled:
@@ -57,8 +68,6 @@ def summarise(task: Task, tracks: list[Track], rates: list[float]) -> dict:
         summary["positive_rates"] = (labels[row_valid].mean(axis=0).tolist() if row_valid.any()
                                      else [None] * labels.shape[1])
     return summary
-
-
 def _label_text(task: Task, summary: dict) -> str:
     if "class_counts" in summary:
         names = task.labels if task.kind == "multiclass" else ("0", "1")
@@ -70,46 +79,73 @@ def _label_text(task: Task, summary: dict) -> str:
     return ""
 
 
-def inspect_root(root: str | Path, log=None, probe_videos: bool = True) -> tuple[dict, list[Problem]]:
-    """Read every dataset found under ``root`` and return ``(stats, problems)``.
+def inspect_root(root: str | Path, log=None, probe_videos: bool = True,
+                 tasks: list[Task] | None = None) -> tuple[dict, list[Problem]]:
+    """Read every dataset found under ``root`` (only ``tasks``, when given) and return
+    ``(stats, problems)``.
 
-    ``stats`` is ``{"affwild2": {task: {split: summary}}, "dvd": {"vd": {split: summary}}}``
-    for the datasets present (see :func:`summarise`). ``log`` receives progress lines. With
-    ``probe_videos`` every raw video's header is read for its frame rate (and must open).
+    ``stats`` is ``{"affwild2": {task: {split: summary} | None}, "dvd": {"vd": ... | None}}``:
+    a task whose dataset or annotations are absent maps to None (reported, not an error). See
+    :func:`summarise` for a summary. ``log`` receives progress lines. With ``probe_videos``
+    every raw video's header is read for its frame rate (and must open).
     """
     log = log or (lambda message: None)
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "dataset root not found")
+    wanted = list(tasks) if tasks else [*AFFWILD2_TASKS, VD]
     problems: list[Problem] = []
     stats: dict = {}
     rates: dict[Path, float | None] | None = {} if probe_videos else None
-    try:
-        layout = affwild2.find_layout(root)
-    except DataError:
-        layout = None
+    affwild2_tasks = [t for t in wanted if t.dataset == "affwild2"]
+    layout = affwild2.find_layout(root) if affwild2_tasks and affwild2.has_layout(root) else None
+    if affwild2_tasks:
+        stats["affwild2"] = {t.name: None for t in affwild2_tasks}
     if layout is not None:
         problems.extend(layout.problems)
-        stats["affwild2"] = {}
         known: set[str] = set()
-        for task in AFFWILD2_TASKS:
+        uncropped: set[str] = set()
+        for task in affwild2_tasks:
+            if layout.task_dir(task) is None and task.template_key not in layout.templates:
+                continue
             log(f"reading {task.name.upper()} annotations, templates and crops ...")
             tracks = affwild2.load_tracks(layout, task, problems=problems,
                                           progress=lambda done, total: log(f"  {done}/{total} files"))
             known.update(t.id for t in tracks)
+            uncropped.update(t.id for t in tracks if t.crop_present is None)
             stats["affwild2"][task.name] = _by_split(task, tracks, rates, problems)
-        if layout.crops is not None:
+        problems.extend(uncropped_warnings(layout, uncropped))
+        if layout.crops is not None and len(affwild2_tasks) == len(AFFWILD2_TASKS):
             for folder in sorted(p for p in layout.crops.iterdir() if p.is_dir() and p.name not in known):
                 problems.append(Problem(folder, "crop folder for a track that no annotation file, test list "
                                                 "or template names"))
-    if dvd.is_dvd_root(root):
-        log("reading DVD annotations and templates ...")
-        tracks = dvd.load_tracks(root, problems=problems)
-        stats["dvd"] = {VD.name: _by_split(VD, tracks, rates, problems)}
-    if not stats:
-        raise DataError(root, "neither an Aff-Wild2 root (annotations/, cropped_aligned/) nor a DVD root "
-                              "(Training/, Validation/, Test/) was found here or one level down")
+    if VD in wanted:
+        stats["dvd"] = {VD.name: None}
+        if dvd.is_dvd_root(root):
+            log("reading DVD annotations and templates ...")
+            stats["dvd"][VD.name] = _by_split(VD, dvd.load_tracks(root, problems=problems), rates, problems)
+    if all(summary is None for by_task in stats.values() for summary in by_task.values()):
+        raise DataError(root, f"none of the tasks {', '.join(t.name for t in wanted)} is here: neither an Aff-Wild2 "
+                              "root (annotations/, cropped_aligned/) with their annotations or templates nor a DVD "
+                              "root (Training/, Validation/, Test/) was found here or one level down")
     return stats, problems
+
+
+def uncropped_warnings(layout: affwild2.AffWild2Layout, tracks: set[str]) -> list[Problem]:
+    """Warnings for tracks without organiser crops: one per track when ``cropped_aligned/``
+    exists (a folder missing there is easy to overlook), one in all when it does not."""
+    if not tracks:
+        return []
+    advice = "face-absent unless extract.faces names another source (frame)"
+    if layout.crops is None:
+        return [Problem(layout.root, f"no cropped_aligned/ folder: the frames of all {len(tracks)} tracks are "
+                                     f"{advice}", severity="warning")]
+    return [Problem(layout.crops / track, f"no crop folder for track {track}: its frames are {advice}",
+                    severity="warning") for track in sorted(tracks)]
+
+
+ABSENT = {"affwild2": "no annotation folder ({dirs}) and no test template",
+          "dvd": "no DVD root (Training/, Validation/, Test/) here or one level down"}
 
 
 def _by_split(task: Task, tracks: list[Track], rates: dict | None, problems: list[Problem]) -> dict:
@@ -121,29 +157,35 @@ def _by_split(task: Task, tracks: list[Track], rates: dict | None, problems: lis
 
 
 def format_report(stats: dict, problems: list[Problem]) -> str:
-    """The table ``abaw inspect`` prints, followed by the problems as ``path:line: message``."""
+    """The table ``abaw inspect`` prints (absent tasks named, not counted as errors), followed
+    by the problems as ``path:line: message``."""
     from abaw.tasks import get_task
 
-    lines = [f"{'task':<5} {'split':<11} {'tracks':>6} {'lines':>9} {'valid':>15} {'no crop':>8} {'fps':>11}  labels"]
+    lines = [f"{'task':<5} {'split':<11} {'tracks':>6} {'lines':>9} {'valid':>15} {'no crop':>8} {'fps':>11}  "
+             "faces / labels"]
     for dataset, tasks in stats.items():
         for name, splits in tasks.items():
             task = get_task(name)
+            if splits is None:
+                lines.append(f"{name.upper():<5} absent: " + ABSENT[dataset].format(dirs=", ".join(task.annotation_dirs)))
+                continue
             for split, s in splits.items():
                 valid = s.get("valid", "-")
                 valid = "/".join(map(str, valid)) if isinstance(valid, list) else str(valid)
                 fps = f"{s['fps'][0]:.2f}-{s['fps'][1]:.2f}" if s["fps"] else "-"
                 crops = "-" if s["missing_crops"] is None else str(s["missing_crops"])
+                faces = " ".join(f"{k}={v}" for k, v in s["face_sources"].items()) if dataset == "affwild2" else ""
                 lines.append(f"{name.upper():<5} {split:<11} {s['tracks']:>6} {s['lines']:>9} {valid:>15} "
-                             f"{crops:>8} {fps:>11}  {_label_text(task, s)}")
+                             f"{crops:>8} {fps:>11}  {' / '.join(x for x in (faces, _label_text(task, s)) if x)}")
     errors = [p for p in problems if p.severity == "error"]
     lines.append(f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
     lines.extend(str(p) for p in problems)
     return "\n".join(lines)
 
 
-def main_inspect(root: str, probe_videos: bool = True) -> int:
+def main_inspect(root: str, probe_videos: bool = True, tasks: list[Task] | None = None) -> int:
     """Run the inspection, print the report; 1 if any problem is an error."""
     stats, problems = inspect_root(root, log=lambda message: print(message, file=sys.stderr),
-                                   probe_videos=probe_videos)
+                                   probe_videos=probe_videos, tasks=tasks)
     print(format_report(stats, problems))
     return 1 if any(p.severity == "error" for p in problems) else 0

@@ -17,13 +17,14 @@ import numpy as np
 from abaw.baseline import constant_rows, trivial_values
 from abaw.config import Config, load_config, make_run_dir
 from abaw.cv import run_cv
+from abaw.data import resolve_tasks
 from abaw.data.records import DataError
 from abaw.extraction import run_extract
 from abaw.folds import ensure_folds
 from abaw.inspection import format_report, inspect_root
 from abaw.metrics import score
 from abaw.predict import predict, submit
-from abaw.tasks import Task, get_task
+from abaw.tasks import Task
 
 
 def log(message: str) -> None:
@@ -69,8 +70,9 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
     run_dir = make_run_dir(config, "run")
     log(f"      run directory: {run_dir}")
 
-    log("[2/5] inspecting the dataset")
-    stats, problems = inspect_root(root, log=log)
+    tasks = resolve_tasks(root, config.tasks)
+    log(f"[2/5] inspecting the dataset (tasks: {', '.join(t.name for t in tasks)})")
+    stats, problems = inspect_root(root, log=log, tasks=tasks)
     (run_dir / "inspect.txt").write_text(format_report(stats, problems) + "\n")
     errors = [p for p in problems if p.severity == "error"]
     if errors:
@@ -86,8 +88,8 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
     tasks_dir = config_path.parent / config.run.tasks_dir
     submission_dir = Path(config.runs_dir) / f"{config.name}-submission"
     table, written = [], []
-    for step, name in enumerate(config.tasks):
-        task = get_task(name)
+    for task in tasks:
+        name = task.name
         task_config = load_config([tasks_dir / f"{name}.yaml", config_path], overrides)
         log(f"[4/5] {name.upper()}: {task_config.folds.k}-fold cross-validation")
         cv_dir, summary = run_cv(task_config, log=log)
@@ -112,4 +114,6 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
     print("submission files:")
     for path in written:
         print(f"  {path}")
+    print("\nyour own data: put it under data/abaw/ (README, 'Real data'), check it with abaw inspect data/abaw, "
+          "then abaw run configs/real/run.yaml")
     return 0

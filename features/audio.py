@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from features.align import pool_to_frames
-from features.specs import ExtractorSpec, register
+from features.specs import ExtractorSpec, missing_pretrained, register
 
 # Wav2Vec2FeatureExtractor's variance floor, kept identical so normalised inputs match it.
 _NORM_EPS = 1e-7
@@ -69,6 +69,9 @@ class Wav2Vec2Spec(ExtractorSpec):
         if self.config is None and Path(self.model).is_dir():
             return [str(self.model)]
         return []
+
+    def missing_weights(self) -> list[str]:
+        return [] if self.config is not None else missing_pretrained(self.model, self.revision)
 
 
 def conv_geometry(conv_kernel: tuple[int, ...] | list[int], conv_stride: tuple[int, ...] | list[int]) -> tuple[int, int]:

@@ -19,19 +19,25 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from features.media import MediaError, decode_audio, frame_timestamps
+from features.media import FrameIndex, MediaError, decode_audio, decode_frames, frame_index, frame_timestamps
 from features.store import FeatureStore
 
 Log = Callable[[str], None]
 SILENCE = 1e-6  # peak amplitude below which an audio track counts as silent
 
 
+FACE_SOURCES = ("crops", "frame", "none")
+
+
 @dataclass(frozen=True)
 class Job:
     """One track to extract: ``frames`` rows, row ``i`` = frame ``i + 1`` of the annotation.
 
-    ``crop_dir`` set: images are ``crop_dir/%05d.jpg`` where ``crop_present``; else frames
-    are decoded from ``video``.
+    ``faces`` names where a visual extractor's pixels come from: ``crops`` (images
+    ``crop_dir/%05d.jpg`` where ``crop_present``), ``frame`` (whole frames decoded from
+    ``video``, for scenes) or ``none`` (no face source: every row face-absent). ``inputs``
+    identifies what the rows are computed from (video, crops, row count); a finished track
+    whose recorded inputs differ is extracted again.
     """
 
     id: str
@@ -39,6 +45,20 @@ class Job:
     video: Path | None
     crop_dir: Path | None = None
     crop_present: np.ndarray | None = None
+    faces: str = "frame"
+    inputs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.faces not in FACE_SOURCES:
+            raise ValueError(f"face source {self.faces!r} is not one of {', '.join(FACE_SOURCES)}")
+        if self.faces == "crops" and (self.crop_dir is None or self.crop_present is None):
+            raise ValueError(f"track {self.id}: face source 'crops' needs a crop folder and mask")
+
+    def inputs_for(self, modality: str) -> dict:
+        """The inputs a stream of ``modality`` depends on: audio only on the video and rows."""
+        if modality == "audio":
+            return {k: v for k, v in self.inputs.items() if k != "faces"}
+        return self.inputs
 
 
 @dataclass
@@ -57,9 +77,11 @@ def timing(job: Job) -> tuple[np.ndarray, dict]:
     median frame duration for rows past the last decoded frame; accounting: decoded frames,
     annotation rows, rows padded/clipped, frames without a face, fps, variable frame rate.
     """
-    accounting: dict = {"annotation_rows": job.frames}
-    if job.crop_present is not None:
+    accounting: dict = {"annotation_rows": job.frames, "face_source": job.faces}
+    if job.faces == "crops":
         accounting["rows_without_face"] = int((~job.crop_present).sum())
+    elif job.faces == "none":
+        accounting["rows_without_face"] = job.frames
     if job.video is None:
         accounting.update(decoded_frames=None, rows_padded=None, rows_clipped=None)
         return np.full(job.frames, np.nan), accounting
@@ -84,16 +106,30 @@ def timing(job: Job) -> tuple[np.ndarray, dict]:
 
 
 class VideoFrames:
-    """Frames of raw videos by index, through one decord reader per video, opened on first use
-    (so in the DataLoader worker that reads them)."""
+    """Displayed frames of raw videos by row (row ``i`` = the ``i``-th frame a player shows),
+    each video indexed and its decoder opened on first use (so in the DataLoader worker that
+    reads them).
+
+    decord decodes, except for videos whose edit list hides pre-roll frames: decord keeps those
+    in its index but its decoder drops them, so which frame an index gives depends on whether
+    decord reached it by decoding on from the file's start (index = displayed frame) or by
+    seeking to a later keyframe (index = displayed frame + pre-roll). PyAV reads such videos,
+    finding frames by presentation time.
+    """
 
     def __init__(self) -> None:
         self._readers: dict[Path, object] = {}
+        self._indexes: dict[Path, FrameIndex] = {}
 
     def __call__(self, path: Path, rows: np.ndarray) -> np.ndarray:
-        """uint8 ``(len(rows), H, W, 3)`` frames ``rows`` (0-based) of ``path``."""
+        """uint8 ``(len(rows), H, W, 3)`` displayed frames ``rows`` (0-based) of ``path``."""
         import decord
 
+        if path not in self._indexes:
+            self._indexes[path] = frame_index(path)
+        index = self._indexes[path]
+        if index.hidden:
+            return decode_frames(path, index.pts[rows])
         if path not in self._readers:
             self._readers[path] = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
         reader = self._readers[path]
@@ -113,10 +149,12 @@ class _Chunks(Dataset):
         self.jobs, self.preprocess = jobs, preprocess
         self.items: list[tuple[int, np.ndarray]] = []
         for index, job in enumerate(jobs):
-            if job.crop_dir is not None:
+            if job.faces == "crops":
                 rows = np.flatnonzero(job.crop_present)
-            else:
+            elif job.faces == "frame":
                 rows = np.arange(min(job.frames, decoded[index]))
+            else:
+                rows = np.arange(0)
             self.items += [(index, rows[i:i + size]) for i in range(0, len(rows), size)]
         self.frames = VideoFrames()  # decord readers open lazily, inside each worker
 
@@ -127,7 +165,7 @@ class _Chunks(Dataset):
         index, rows = self.items[i]
         job = self.jobs[index]
         try:
-            if job.crop_dir is not None:
+            if job.faces == "crops":
                 images = [np.asarray(Image.open(job.crop_dir / f"{r + 1:05d}.jpg").convert("RGB")) for r in rows]
             else:
                 images = list(self.frames(job.video, rows))
@@ -157,10 +195,7 @@ class _Progress:
 def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, device: torch.device,
                    num_workers: int = 0) -> Outcome:
     """Embed every row with an image of every job not yet complete in ``store``."""
-    outcome = Outcome()
-    todo = []
-    for job in jobs:
-        (outcome.skipped if store.is_complete(job.id, job.frames) else todo).append(job)
+    outcome, todo = _pending(jobs, store, "visual", log)
     if not todo:
         return outcome
     from features.visual import make_preprocess
@@ -170,8 +205,8 @@ def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, de
         try:
             accounts[job.id] = timing(job)[1]
         except MediaError as e:
-            accounts[job.id] = {"decoded_frames": 0, "error": str(e)}
-            if job.crop_dir is None:
+            accounts[job.id] = {"decoded_frames": 0, "error": str(e), "face_source": job.faces}
+            if job.faces == "frame":
                 outcome.failed[job.id] = str(e)
     decoded = [accounts[job.id].get("decoded_frames") or 0 for job in todo]
     dataset = _Chunks(todo, decoded, make_preprocess(extractor.spec), extractor.spec.batch_size)
@@ -184,7 +219,7 @@ def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, de
         buffer = buffers.pop(index, None) or _empty(job, extractor.output_dims)
         extra = {k: v for k, v in buffer.items() if k not in ("features", "valid")}
         try:
-            store.write(job.id, buffer["features"], buffer["valid"], extra, accounts[job.id])
+            store.write(job.id, buffer["features"], buffer["valid"], extra, accounts[job.id], job.inputs_for("visual"))
             outcome.written.append(job.id)
         except OSError as e:
             outcome.failed[job.id] = str(e)
@@ -215,6 +250,22 @@ def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, de
     return outcome
 
 
+def _pending(jobs: list[Job], store: FeatureStore, modality: str, log: Log) -> tuple[Outcome, list[Job]]:
+    """The jobs still to extract, and an outcome listing the finished ones as skipped. A
+    finished track whose inputs changed since (crops added, another video, other rows) is
+    extracted again, and the log says what changed."""
+    outcome, todo = Outcome(), []
+    for job in jobs:
+        changed = store.changed_inputs(job.id, job.inputs_for(modality))
+        if not changed and store.is_complete(job.id, job.frames):
+            outcome.skipped.append(job.id)
+            continue
+        if changed and store.record(job.id) is not None:
+            log(f"  {job.id}: inputs changed since it was extracted ({'; '.join(changed)}); extracting again")
+        todo.append(job)
+    return outcome, todo
+
+
 def _empty(job: Job, dims: dict[str, int]) -> dict[str, np.ndarray]:
     buffer = {name: np.zeros((job.frames, dim), dtype=np.float32) for name, dim in dims.items()}
     buffer["valid"] = np.zeros(job.frames, dtype=bool)
@@ -224,10 +275,7 @@ def _empty(job: Job, dims: dict[str, int]) -> dict[str, np.ndarray]:
 def extract_audio(extractor, jobs: list[Job], store: FeatureStore, log: Log) -> Outcome:
     """Audio features per row, aligned to the decoder's frame times; no or silent audio gives
     zero rows with valid = False."""
-    outcome = Outcome()
-    todo = []
-    for job in jobs:
-        (outcome.skipped if store.is_complete(job.id, job.frames) else todo).append(job)
+    outcome, todo = _pending(jobs, store, "audio", log)
     progress = _Progress(log, len(todo), sum(job.frames for job in todo))
     dim = extractor.output_dims["features"]
     waveforms: dict[Path, np.ndarray | None] = {}  # both sides of a video share its audio
@@ -247,7 +295,7 @@ def extract_audio(extractor, jobs: list[Job], store: FeatureStore, log: Log) -> 
                     features = extractor.extract(waveform, times)
                     valid = times <= len(waveform) / extractor.spec.sample_rate
                     features[~valid] = 0.0
-            store.write(job.id, features, valid, accounting=accounting)
+            store.write(job.id, features, valid, accounting=accounting, inputs=job.inputs_for("audio"))
             outcome.written.append(job.id)
         except (MediaError, OSError, ValueError, RuntimeError) as e:
             outcome.failed[job.id] = f"{type(e).__name__}: {e}"

@@ -46,6 +46,21 @@ def weights_hash(path: str | Path) -> str:
     raise FileNotFoundError(f"{path}: weights file or model directory not found")
 
 
+def missing_pretrained(model: str, revision: str | None = None) -> list[str]:
+    """[] if ``model`` is a local ``save_pretrained`` directory or a hub id in the local
+    Hugging Face cache, else one line saying it is neither."""
+    if Path(model).expanduser().is_dir():
+        return []
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(model, "config.json", revision=revision), str):
+            return []
+    except ValueError:  # not even a valid hub id: it was meant as a path
+        pass
+    return [f"model {model!r} is neither a local directory (save_pretrained) nor in the local Hugging Face cache"]
+
+
 @dataclass(frozen=True)
 class ExtractorSpec:
     """Base of every extractor spec. ``name`` is the registry entry; ``modality`` visual/audio."""
@@ -62,6 +77,11 @@ class ExtractorSpec:
 
     def weight_sources(self) -> list[str]:
         """Local files or directories whose content must enter the fingerprint."""
+        return []
+
+    def missing_weights(self) -> list[str]:
+        """Why the weights this spec loads are not on this machine, one line each (empty: all
+        present). Checked before extraction starts, so a missing model is said once and early."""
         return []
 
     def fingerprint(self) -> str:

@@ -6,12 +6,15 @@
     <track>.npy           (T, D) float16 features, T = the track's annotation (or template) rows
     <track>.valid.npy     (T,) bool: False for rows with no input (no face, no audio, padding)
     <track>.<name>.npy    further (T, K) arrays, e.g. ``logits``
-    <track>.json          written last: T, dims, sha256 of every file, frame accounting
+    <track>.json          written last: T, dims, sha256 of every file, frame accounting, and
+                          the inputs the rows were computed from (video, face source, rows)
     manifest.json         spec, library versions and every track's record, merged at the end
 ```
 A track counts as finished only when its ``.json`` exists and every file it lists still has
 the recorded checksum, so a run killed half-way, or a file truncated later, is recomputed on
-the next run and nothing else is. Every file is written to a temporary name and moved into
+the next run and nothing else is. A finished track whose recorded inputs differ from the
+current ones (:meth:`FeatureStore.changed_inputs`) is stale: extraction redoes it, training
+refuses it. Every file is written to a temporary name and moved into
 place. Reads are memory-mapped.
 """
 
@@ -67,9 +70,12 @@ class FeatureStore:
         self.folder = Path(folder)
 
     @classmethod
-    def for_spec(cls, cache: str | Path, dataset: str, spec: ExtractorSpec) -> FeatureStore:
-        """The store of ``spec`` for ``dataset`` under ``cache``; created with its spec.json."""
+    def for_spec(cls, cache: str | Path, dataset: str, spec: ExtractorSpec, create: bool = True) -> FeatureStore:
+        """The store of ``spec`` for ``dataset`` (a dataset key, see ``abaw.data.dataset_key``)
+        under ``cache``; created with its spec.json unless ``create`` is False."""
         store = cls(Path(cache) / dataset / spec.cache_name)
+        if not create:
+            return store
         store.folder.mkdir(parents=True, exist_ok=True)
         spec_file = store.folder / "spec.json"
         if not spec_file.exists():
@@ -100,12 +106,24 @@ class FeatureStore:
         except FileNotFoundError:
             return False
 
+    def changed_inputs(self, track_id: str, inputs: dict[str, Any]) -> list[str]:
+        """What differs between the inputs recorded for a track and ``inputs``, one
+        ``key: recorded -> now`` line each; empty when they agree or the track has no record."""
+        record = self.record(track_id)
+        if record is None:
+            return []
+        recorded = record.get("inputs", {})
+        return [f"{key}: {recorded.get(key)!r} -> {inputs.get(key)!r}"
+                for key in sorted(set(recorded) | set(inputs)) if recorded.get(key) != inputs.get(key)]
+
     def write(
         self, track_id: str, features: np.ndarray, valid: np.ndarray,
         extra: dict[str, np.ndarray] | None = None, accounting: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
     ) -> None:
-        """Store one track: features (T, D) as float16, valid (T,), extra (T, K) arrays, and
-        the frame accounting; the record is written last and marks the track finished."""
+        """Store one track: features (T, D) as float16, valid (T,), extra (T, K) arrays, the
+        frame accounting and the ``inputs`` the rows come from (JSON values); the record is
+        written last and marks the track finished."""
         frames = len(features)
         arrays = {"features": np.asarray(features, dtype=np.float16), "valid": np.asarray(valid, dtype=bool)}
         for name, array in (extra or {}).items():
@@ -121,6 +139,7 @@ class FeatureStore:
         record = {
             "track": track_id, "frames": frames, "dims": {k: int(np.prod(v.shape[1:])) for k, v in arrays.items()},
             "valid_rows": int(arrays["valid"].sum()), "files": files, "accounting": accounting or {},
+            "inputs": inputs or {},
         }
         text = json.dumps(record, indent=1)
         _atomic_bytes(self.folder / f"{track_id}.json", lambda f: f.write(text.encode()))

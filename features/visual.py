@@ -32,7 +32,7 @@ from torch import nn
 
 from abaw.tasks import ABAW_FROM_AFFECTNET
 from features.crops import INTERPOLATIONS, Box, multiscale_crops
-from features.specs import ExtractorSpec, register
+from features.specs import ExtractorSpec, missing_pretrained, register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,6 +95,9 @@ class DinoV2Spec(ExtractorSpec):
     def weight_sources(self) -> list[str]:
         return [str(Path(self.model).expanduser())] if self._loads_directory() else []
 
+    def missing_weights(self) -> list[str]:
+        return [] if self.config is not None else missing_pretrained(self.model, self.revision)
+
 
 @dataclass(frozen=True)
 class EfficientNetSpec(ExtractorSpec):
@@ -150,6 +153,13 @@ class EfficientNetSpec(ExtractorSpec):
 
     def weight_sources(self) -> list[str]:
         return [str(path)] if (path := self.weights_path()) is not None else []
+
+    def missing_weights(self) -> list[str]:
+        try:
+            self.weights_path()
+        except (FileNotFoundError, ImportError) as e:
+            return [str(e)]
+        return []
 
 
 @lru_cache(maxsize=32)

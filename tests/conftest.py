@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -111,6 +112,22 @@ EXTRACT_FEATURES = {
              "scales": [1.0], "batch_size": 16},
     "voice": {"extractor": "logmel", "n_mels": 16},
 }
+
+
+def config_of(root: Path, cache: Path, features=EXTRACT_FEATURES, **fields):
+    """A resolved Config reading ``root`` with ``features`` cached under ``cache``."""
+    from abaw.config import load_config
+
+    overrides = [f"data.root={root}", f"extract.cache={cache}"] + [f"{k}={v}" for k, v in fields.items()]
+    config = load_config(None, overrides)
+    return dataclasses.replace(config, extract=dataclasses.replace(config.extract, features=dict(features)))
+
+
+def store_of(root: Path, cache: Path, dataset: str, label: str, features=EXTRACT_FEATURES):
+    """The feature store of ``label`` for ``dataset`` at ``root``, as extraction names it."""
+    from abaw.extraction import feature_store
+
+    return feature_store(config_of(root, cache, features), dataset, label)
 
 
 def write_extract_config(tmp_path: Path, root: Path, cache: Path, features=EXTRACT_FEATURES,

@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-from abaw.data import affwild2, dvd, load_tracks
+from abaw.data import affwild2, dvd, load_tracks, present_tasks, resolve_tasks
 from abaw.data.records import DataError
 from abaw.inspection import inspect_root
 from abaw.tasks import AU, EXPR, VA, VD
@@ -54,8 +54,13 @@ def test_missing_root_and_task_folder(tmp_path, affwild2_root):
     with pytest.raises(DataError, match="dataset root not found"):
         load_tracks(tmp_path / "nowhere", EXPR)
     shutil.rmtree(affwild2_root / "annotations" / "AU_Detection_Challenge")
-    with pytest.raises(DataError, match="no annotation folder for AU"):
-        load_tracks(affwild2_root, AU)
+    # One task absent is a fact about the root, not an error: no AU tracks, the others stay.
+    problems = []
+    assert load_tracks(affwild2_root, AU, problems=problems) == [] and problems == []
+    assert [t.name for t in present_tasks(affwild2_root)] == ["expr", "va"]
+    assert [t.name for t in resolve_tasks(affwild2_root, [])] == ["expr", "va"]
+    with pytest.raises(DataError, match=r"task\(s\) au requested but absent .*present: expr, va"):
+        resolve_tasks(affwild2_root, ["expr", "au"])
 
 
 def test_bad_file_raises_or_is_collected(affwild2_root):

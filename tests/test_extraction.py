@@ -17,16 +17,9 @@ import yaml
 from abaw.cli import main
 from abaw.extraction import jobs_for
 from features.extract import VideoFrames
-from features.specs import make_spec
-from features.store import FeatureStore
 from tests.conftest import EXTRACT_FEATURES as FEATURES
-from tests.conftest import clip
+from tests.conftest import clip, config_of, store_of
 from tests.conftest import write_extract_config as write_config
-
-def store_of(cache: Path, dataset: str, label: str, features=FEATURES) -> FeatureStore:
-    overrides = dict(features[label])
-    return FeatureStore(cache / dataset / make_spec(overrides.pop("extractor"), **overrides).cache_name)
-
 
 def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -38,9 +31,9 @@ def test_rows_follow_the_annotation_and_masks_follow_the_media(sample_root, extr
     manifest = json.loads((sample_root / "sample_manifest.json").read_text())
     audio_of = {Path(v["path"]).stem: v["audio"] for v in manifest["videos"].values()}
     for dataset in ("affwild2", "dvd"):
-        face, voice = store_of(extracted, dataset, "face"), store_of(extracted, dataset, "voice")
+        face, voice = store_of(sample_root, extracted, dataset, "face"), store_of(sample_root, extracted, dataset, "voice")
         assert (face.folder / "manifest.json").exists()
-        for job in jobs_for(sample_root, dataset):
+        for job in jobs_for(config_of(sample_root, extracted), dataset):
             features, valid = face.read(job.id), face.read(job.id, "valid")
             assert features.shape == (job.frames, 1280) and features.dtype == np.float16
             record = face.record(job.id)["accounting"]
@@ -60,7 +53,7 @@ def test_rows_follow_the_annotation_and_masks_follow_the_media(sample_root, extr
 def test_variable_frame_rate_track_is_flagged(sample_root, extracted):
     manifest = json.loads((sample_root / "sample_manifest.json").read_text())
     vfr = {Path(v["path"]).stem for v in manifest["videos"].values() if v["dataset"] == "affwild2" and v["fps"] is None}
-    store = store_of(extracted, "affwild2", "face")
+    store = store_of(sample_root, extracted, "affwild2", "face")
     flagged = {store.record(t)["accounting"]["variable_frame_rate"] for t in store.tracks() if t.startswith(tuple(vfr))}
     others = {store.record(t)["accounting"]["variable_frame_rate"] for t in store.tracks() if not t.startswith(tuple(vfr))}
     assert vfr and flagged == {True} and others == {False}
@@ -70,7 +63,7 @@ def test_killed_run_resumes_with_only_the_unfinished_tracks(sample_root, tmp_pat
     features = {"face": {**FEATURES["face"], "input_size": 112, "scales": [0.9, 1.2, 1.5]}}
     cache = tmp_path / "cache"
     config = write_config(tmp_path, sample_root, cache, features, tasks=("expr",))
-    store = store_of(cache, "affwild2", "face", features)
+    store = store_of(sample_root, cache, "affwild2", "face", features)
     process = subprocess.Popen([sys.executable, "-m", "abaw", "extract", "--config", str(config)],
                                env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -79,7 +72,7 @@ def test_killed_run_resumes_with_only_the_unfinished_tracks(sample_root, tmp_pat
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    total = len(jobs_for(sample_root, "affwild2"))
+    total = len(jobs_for(config_of(sample_root, cache), "affwild2"))
     finished = {t: (store.folder / f"{t}.json").stat().st_mtime_ns for t in store.tracks()}
     assert 2 <= len(finished) < total, "the run must be killed half-way for this test to mean anything"
     assert main(["extract", "--config", str(config)]) == 0
@@ -92,7 +85,7 @@ def test_killed_run_resumes_with_only_the_unfinished_tracks(sample_root, tmp_pat
 def test_corrupted_file_is_recomputed(sample_root, tmp_path, extracted):
     cache = tmp_path / "cache"
     shutil.copytree(extracted, cache)
-    store = store_of(cache, "dvd", "voice")
+    store = store_of(sample_root, cache, "dvd", "voice")
     damaged, intact = store.tracks()[:2]
     path = store.file(damaged)
     path.write_bytes(path.read_bytes()[:-64])
@@ -111,9 +104,9 @@ def test_failing_track_is_reported_and_the_others_finish(sample_root, tmp_path, 
     assert main(["extract", "--config", str(write_config(tmp_path, root, cache, tasks=("vd",)))]) == 1
     err = capsys.readouterr().err
     assert f"track {broken.stem} failed" in err and str(broken) in err
-    store = store_of(cache, "dvd", "face")
+    store = store_of(root, cache, "dvd", "face")
     assert broken.stem not in store.tracks()
-    assert len(store.tracks()) == len(jobs_for(root, "dvd")) - 1
+    assert len(store.tracks()) == len(jobs_for(config_of(root, cache), "dvd")) - 1
 
 
 def test_two_fabric_processes_write_the_same_cache_as_one(sample_root, tmp_path, extracted):
@@ -123,7 +116,7 @@ def test_two_fabric_processes_write_the_same_cache_as_one(sample_root, tmp_path,
     assert "[rank 1]" in result.stderr
     for dataset in ("affwild2", "dvd"):
         for label in FEATURES:
-            one, two = store_of(extracted, dataset, label), store_of(cache, dataset, label)
+            one, two = store_of(sample_root, extracted, dataset, label), store_of(sample_root, cache, dataset, label)
             assert one.folder.name == two.folder.name and one.tracks() == two.tracks()
             for track in one.tracks():
                 assert np.array_equal(one.read(track, "valid"), two.read(track, "valid")), (dataset, label, track)

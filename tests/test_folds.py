@@ -1,11 +1,13 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from abaw.cli import main
+from abaw.data import dataset_key
 from abaw.data.records import DataError, Track
-from abaw.folds import build_folds, ensure_folds, fold_distributions, label_counts, load_folds, save_folds
+from abaw.folds import build_folds, ensure_folds, fold_distributions, label_counts, load_folds
 from abaw.tasks import AU, EXPR, VA
 
 
@@ -59,23 +61,41 @@ def test_label_counts_by_task():
     assert counts[:2].tolist() == [2, 1] and totals[0] == 2
 
 
-def test_persisted_folds_are_reused_and_a_mismatch_is_refused(affwild2_root, tmp_path):
+def test_persisted_folds_are_reused_and_a_mismatch_is_refused(affwild2_root, tmp_path, capsys):
     path = tmp_path / "folds.json"
+    key = dataset_key(affwild2_root, "affwild2")
     folds, _ = ensure_folds(affwild2_root, "affwild2", path, k=2, seed=0)
-    assert load_folds(path, "affwild2") == folds
+    assert load_folds(path, "affwild2", key) == folds
     again, _ = ensure_folds(affwild2_root, "affwild2", path, k=2, seed=0)
     assert again == folds
-    with pytest.raises(DataError, match="rebuild them with --rebuild"):
+    with pytest.raises(DataError, match="rebuild them with abaw folds") as refused:
         ensure_folds(affwild2_root, "affwild2", path, k=3, seed=0)
-    rebuilt, _ = ensure_folds(affwild2_root, "affwild2", path, k=3, seed=0, rebuild=True)
-    assert rebuilt.k == 3 and load_folds(path, "affwild2").k == 3
+    # The command the message names exists and does what it says.
+    command = str(refused.value).split("rebuild them with abaw ")[1].split(" (")[0].split()
+    assert main(command) == 0, capsys.readouterr().err
+    assert load_folds(path, "affwild2", key).k == 3
+    assert ensure_folds(affwild2_root, "affwild2", path, k=3, seed=0)[0].k == 3
+
+
+def test_two_roots_never_share_folds(affwild2_root, tmp_path):
+    path = tmp_path / "folds.json"
+    other = tmp_path / "other" / "affwild2"
+    shutil.copytree(affwild2_root, other)
+    for split in (other / "annotations").glob("*/Validation_Set"):
+        shutil.rmtree(split)
+    first, _ = ensure_folds(affwild2_root, "affwild2", path, k=2, seed=0)
+    second, _ = ensure_folds(other, "affwild2", path, k=2, seed=0)  # other videos: no mismatch error
+    assert "video3" in first.videos and "video3" not in second.videos
+    assert dataset_key(affwild2_root, "affwild2") != dataset_key(other, "affwild2")
+    assert load_folds(path, "affwild2", dataset_key(other, "affwild2")) == second
 
 
 def test_dvd_and_affwild2_folds_live_side_by_side(affwild2_root, dvd_root, tmp_path):
     path = tmp_path / "folds.json"
-    save_folds(build_folds(synthetic_tracks(videos=6), k=2), path)
+    ensure_folds(affwild2_root, "affwild2", path, k=2, seed=0)
     ensure_folds(dvd_root, "dvd", path, k=3, seed=1)
-    assert load_folds(path, "dvd").k == 3 and load_folds(path, "affwild2").k == 2
+    assert load_folds(path, "dvd", dataset_key(dvd_root, "dvd")).k == 3
+    assert load_folds(path, "affwild2", dataset_key(affwild2_root, "affwild2")).k == 2
 
 
 def test_folds_cli_prints_distances(dvd_root, tmp_path, capsys):

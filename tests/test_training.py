@@ -90,9 +90,10 @@ def test_stream_statistics_equal_numpy_over_present_rows(tmp_path):
 def write_synthetic_features(root: Path, cache: Path, seed: int = 0) -> None:
     """Fill the stores of FEATURES with features that carry the labels (plus noise), so a
     head can learn them: the face stream encodes EXPR/VD labels, the voice stream VA."""
-    from abaw.extraction import jobs_for
-    from features.specs import make_spec
-    from features.store import FeatureStore
+    from abaw.extraction import feature_spec, feature_store, jobs_for
+    from tests.conftest import config_of
+
+    config = config_of(root, cache, FEATURES)
 
     rng = np.random.default_rng(seed)
     for dataset, tasks in (("affwild2", (EXPR, VA, AU)), ("dvd", (VD,))):
@@ -100,7 +101,7 @@ def write_synthetic_features(root: Path, cache: Path, seed: int = 0) -> None:
         for task in tasks:
             for track in load_tracks(root, task, splits=("train", "validation")):
                 by_id.setdefault(track.id, {})[task.name] = track
-        for job in jobs_for(root, dataset):
+        for job in jobs_for(config, dataset):
             face = rng.normal(0, 0.3, (job.frames, 16))
             voice = rng.normal(0, 0.3, (job.frames, 8))
             for name, track in by_id.get(job.id, {}).items():
@@ -114,9 +115,9 @@ def write_synthetic_features(root: Path, cache: Path, seed: int = 0) -> None:
                     face[:n, 8:] += 2.0 * np.where(track.valid, track.labels, 0)[:, :8]
             present = job.crop_present if job.crop_present is not None else np.ones(job.frames, bool)
             for label, values, valid in (("face", face, present), ("voice", voice, np.ones(job.frames, bool))):
-                overrides = dict(FEATURES[label])
-                spec = make_spec(overrides.pop("extractor"), **overrides)
-                FeatureStore.for_spec(cache, dataset, spec).write(job.id, values * valid[:, None], valid)
+                store = feature_store(config, dataset, label, create=True)
+                modality = feature_spec(config, label).modality
+                store.write(job.id, values * valid[:, None], valid, inputs=job.inputs_for(modality))
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from abaw.data import affwild2, dvd
 from abaw.data.records import DataError, Problem, Track
-from abaw.tasks import Task
+from abaw.tasks import AFFWILD2_TASKS, VD, Task, get_task
 
-__all__ = ["DataError", "Problem", "Track", "load_tracks"]
+__all__ = ["DataError", "Problem", "Track", "dataset_folder", "dataset_key", "load_tracks", "present_tasks",
+           "resolve_tasks"]
 
 
 def load_tracks(
@@ -20,7 +22,8 @@ def load_tracks(
     """Read the tracks of ``task`` (a :class:`abaw.tasks.Task`) from a dataset root.
 
     ``root`` may be the Aff-Wild2 or DVD folder itself or a folder holding both (as the sample
-    dataset does). See :func:`abaw.data.affwild2.load_tracks` for ``problems``.
+    dataset does). A task the root holds nothing of gives no tracks. See
+    :func:`abaw.data.affwild2.load_tracks` for ``problems``.
     """
     if task.dataset == "dvd":
         return dvd.load_tracks(root, splits, problems)
@@ -28,3 +31,56 @@ def load_tracks(
     if problems is not None:
         problems.extend(layout.problems)
     return affwild2.load_tracks(layout, task, splits, problems)
+
+
+def present_tasks(root: str | Path) -> list[Task]:
+    """The tasks ``root`` holds annotations or a test template of, in TASKS order.
+
+    Raises:
+        DataError: ``root`` is missing, or holds neither an Aff-Wild2 nor a DVD root.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "dataset root not found")
+    present = []
+    if affwild2.has_layout(root):
+        layout = affwild2.find_layout(root)
+        present += [t for t in AFFWILD2_TASKS if layout.task_dir(t) is not None or t.template_key in layout.templates]
+    if dvd.is_dvd_root(root):
+        present.append(VD)
+    if not present:
+        raise DataError(root, "no task found: neither an Aff-Wild2 root (annotations/, cropped_aligned/) with an "
+                              "annotation folder or test template, nor a DVD root (Training/, Validation/, Test/), "
+                              "here or one level down")
+    return present
+
+
+def resolve_tasks(root: str | Path, requested: list[str] | tuple[str, ...] | None) -> list[Task]:
+    """The tasks a command works on: ``requested`` (names), or every task present when empty.
+
+    Raises:
+        DataError: a requested task has neither annotations nor a test template under ``root``.
+    """
+    present = present_tasks(root)
+    if not requested:
+        return present
+    tasks = [get_task(name) for name in requested]
+    absent = [t.name for t in tasks if t not in present]
+    if absent:
+        raise DataError(Path(root), f"task(s) {', '.join(absent)} requested but absent from this root (present: "
+                                    f"{', '.join(t.name for t in present)}); set tasks=[...] to those present")
+    return tasks
+
+
+def dataset_folder(root: str | Path, dataset: str) -> Path:
+    """The Aff-Wild2 or DVD folder of ``root`` (``root`` itself or the one below it)."""
+    return affwild2.find_layout(root).root if dataset == "affwild2" else dvd.find_root(root)
+
+
+def dataset_key(root: str | Path, dataset: str) -> str:
+    """``<dataset>-<8 hex>``: a name for one dataset at one place, hashed from its resolved path.
+
+    Caches and folds are kept under it, so two roots of one dataset kind never share an entry.
+    """
+    path = dataset_folder(root, dataset).resolve()
+    return f"{dataset}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw.data.annotations import parse_annotation, parse_template
+from abaw.data.annotations import os_error, parse_annotation, parse_template, read_lines
 from abaw.data.records import DataError, Problem, Track
 from abaw.tasks import Task
 
@@ -49,13 +49,31 @@ class AffWild2Layout:
         return None
 
 
+def _listing(folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted. An unreadable folder is a DataError naming it, where
+    ``glob`` would yield nothing and make it look empty."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as e:
+        raise os_error(folder, e, "folder") from None
+
+
 def _child_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir())
+    return [p for p in _listing(folder) if p.is_dir()]
 
 
 def is_affwild2_root(root: Path) -> bool:
     """True if ``root`` holds an annotations folder or a crop folder of Aff-Wild2."""
     return _find_annotations(root) is not None or (root / "cropped_aligned").is_dir()
+
+
+def has_layout(root: str | Path) -> bool:
+    """True if :func:`find_layout` finds an Aff-Wild2 root at ``root`` or one level down."""
+    try:
+        find_layout(root)
+    except DataError:
+        return False
+    return True
 
 
 def _find_annotations(root: Path) -> Path | None:
@@ -95,9 +113,17 @@ def find_layout(root: str | Path) -> AffWild2Layout:
 
 
 def _index_videos(folder: Path, layout: AffWild2Layout) -> None:
-    for path in sorted(folder.rglob("*")):
-        if path.suffix.lower() not in VIDEO_EXTENSIONS:
-            continue
+    found: list[Path] = []
+
+    def unreadable(error: OSError) -> None:
+        # os.walk (like rglob) skips a folder it cannot list; say so rather than lose its videos.
+        layout.problems.append(os_error(Path(error.filename), error, "folder").problem)
+
+    for parent, folders, files in os.walk(folder, onerror=unreadable):
+        found += [Path(parent, name) for name in files if Path(name).suffix.lower() in VIDEO_EXTENSIONS]
+        layout.problems += [Problem(Path(parent, name), "a folder where a video file should be")
+                            for name in folders if Path(name).suffix.lower() in VIDEO_EXTENSIONS]
+    for path in sorted(found):
         if path.stem in layout.videos:
             layout.problems.append(
                 Problem(path, f"duplicate of video {layout.videos[path.stem]}; using the first", severity="warning")
@@ -107,7 +133,13 @@ def _index_videos(folder: Path, layout: AffWild2Layout) -> None:
 
 
 def _index_templates(folder: Path, layout: AffWild2Layout) -> None:
-    for path in sorted(folder.glob("*.txt")):
+    try:
+        entries = _listing(folder)
+    except DataError as e:
+        layout.problems.append(e.problem)
+        return
+    # A folder named like a template is kept: reading it then reports it with its path.
+    for path in (p for p in entries if p.name.endswith(".txt")):
         match = _TEMPLATE_TASK.search(path.stem)
         if match:
             layout.templates.setdefault(match.group(1).lower(), path)
@@ -122,17 +154,27 @@ def video_name(track_id: str, videos: dict[str, Path]) -> str:
 
 
 def crop_mask(crop_dir: Path, frames: np.ndarray) -> np.ndarray:
-    """(T,) bool: whether ``crop_dir/%05d.jpg`` exists for each frame number in ``frames``."""
+    """(T,) bool: whether ``crop_dir/%05d.jpg`` exists for each frame number in ``frames``.
+
+    An absent folder means no crops (all False); DataError naming ``crop_dir`` when it is a file
+    or cannot be listed, since its crops cannot be told apart from missing ones then.
+    """
     try:
         present = {entry.name for entry in os.scandir(crop_dir)}
     except FileNotFoundError:
         return np.zeros(len(frames), dtype=bool)
+    except OSError as e:
+        raise os_error(crop_dir, e, "crop folder") from None
     return np.fromiter((f"{int(f):05d}.jpg" in present for f in frames), dtype=bool, count=len(frames))
 
 
 def read_test_list(path: Path) -> list[str]:
-    """Track ids of a test-set release list, one per line (blank lines ignored)."""
-    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    """Track ids of a test-set release list, one per line (blank lines ignored).
+
+    Raises:
+        DataError: the list cannot be read or is not UTF-8 text.
+    """
+    return [line for line in read_lines(path) if line]
 
 
 def load_tracks(
@@ -156,10 +198,14 @@ def load_tracks(
 
     tracks: list[Track] = []
     task_dir = layout.task_dir(task)
-    if task_dir is None and any(s != "test" for s in splits):
-        fail(DataError(layout.annotations or layout.root, message=f"no annotation folder for {task.name.upper()} "
-                       f"(looked for {', '.join(task.annotation_dirs)})"))
-    for split_dir in _child_dirs(task_dir) if task_dir is not None else []:
+    # A root without this task's annotation folder simply has no labelled tracks of it: teams
+    # often hold one task alone. `abaw inspect` reports which tasks are present.
+    try:
+        split_dirs = _child_dirs(task_dir) if task_dir is not None else []
+    except DataError as e:
+        fail(e)
+        split_dirs = []
+    for split_dir in split_dirs:
         split = SPLIT_FOLDERS.get(split_dir.name.lower())
         if split is None:
             if problems is not None:
@@ -168,16 +214,21 @@ def load_tracks(
             continue
         if split not in splits:
             continue
-        files = sorted(split_dir.glob("*.txt"))
+        try:
+            files = [p for p in _listing(split_dir) if p.name.endswith(".txt")]
+        except DataError as e:
+            fail(e)
+            continue
         for done, path in enumerate(files, 1):
             if progress is not None and done % 100 == 0:
                 progress(done, len(files))
             try:
                 labels, valid = parse_annotation(path, task)
+                track = _track(layout, task, split, path.stem, path, np.arange(1, len(labels) + 1), labels, valid)
             except DataError as e:
                 fail(e)
                 continue
-            tracks.append(_track(layout, task, split, path.stem, path, np.arange(1, len(labels) + 1), labels, valid))
+            tracks.append(track)
     if "test" in splits:
         tracks.extend(_test_tracks(layout, task, fail))
     return tracks
@@ -194,9 +245,13 @@ def _test_tracks(layout: AffWild2Layout, task: Task, fail) -> list[Track]:
         fail(e)
         return []
     listed = None
-    if layout.test_lists is not None and (layout.test_lists / task.test_list).is_file():
-        listed = read_test_list(layout.test_lists / task.test_list)
-        for track_id in sorted(set(listed) - set(rows)):
+    # exists(), not is_file(): a folder in the list's place is reported, not taken for no list.
+    if layout.test_lists is not None and (layout.test_lists / task.test_list).exists():
+        try:
+            listed = read_test_list(layout.test_lists / task.test_list)
+        except DataError as e:
+            fail(e)
+        for track_id in sorted(set(listed or ()) - set(rows)):
             fail(DataError(layout.test_lists / task.test_list, message=f"test track {track_id} has no rows "
                            f"in the template {template}"))
     tracks = []
@@ -204,7 +259,11 @@ def _test_tracks(layout: AffWild2Layout, task: Task, fail) -> list[Track]:
         if listed is not None and track_id not in listed:
             fail(DataError(template, message=f"rows for track {track_id}, which is not in the test list "
                            f"{task.test_list}"))
-        track = _track(layout, task, "test", track_id, template, frames, None, None)
+        try:
+            track = _track(layout, task, "test", track_id, template, frames, None, None)
+        except DataError as e:
+            fail(e)
+            continue
         if track.video_path is None and layout.videos:
             fail(DataError(template, message=f"template rows for track {track_id}, but no raw video "
                            f"{track.video} was found"))
@@ -215,6 +274,8 @@ def _test_tracks(layout: AffWild2Layout, task: Task, fail) -> list[Track]:
 def _track(layout, task, split, track_id, source, frames, labels, valid) -> Track:
     video = video_name(track_id, layout.videos)
     crop_dir = layout.crops / track_id if layout.crops is not None else None
+    if crop_dir is not None and not crop_dir.exists():
+        crop_dir = None  # no folder: this track has no organiser crops (something else there is an error)
     return Track(
         id=track_id, task=task.name, split=split, video=video, video_path=layout.videos.get(video),
         source=source, frames=frames, labels=labels, valid=valid, crop_dir=crop_dir,

@@ -53,7 +53,7 @@ class Track:
             dataset has no crops (DVD) or the crop folder is absent.
         source: the annotation file, or the template the test rows came from.
         frames: frame numbers (1-based) of the rows; ``arange(1, T + 1)`` for annotations.
-        crop_dir: ``cropped_aligned/<id>`` (Aff-Wild2), or None where the dataset has no crops.
+        crop_dir: ``cropped_aligned/<id>`` (Aff-Wild2), or None where the track has no crop folder.
     """
 
     id: str

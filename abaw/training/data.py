@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from abaw.config import extractor_entry
+from abaw.config import Config
 from abaw.data.records import DataError, Track
 from features.store import FeatureStore
 
@@ -32,27 +32,47 @@ class Stream:
     dim: int
 
 
-def open_streams(cache: str, dataset: str, features: dict, labels: list[str]) -> dict[str, Stream]:
-    """The configured feature streams ``labels`` (keys of ``extract.features``) of ``dataset``.
+def open_streams(config: Config, dataset: str, labels: list[str]) -> dict[str, Stream]:
+    """The configured feature streams ``labels`` (keys of ``extract.features``) of ``dataset``
+    at ``config.data.root``.
 
     Raises:
         ValueError: a label is not configured for extraction.
         DataError: its cache folder holds no finished track (run ``abaw extract`` first).
     """
-    from features.specs import make_spec
+    from abaw.extraction import feature_spec, feature_store
 
+    features = config.extract.features
     streams = {}
     for label in labels:
         if label not in features:
             raise ValueError(f"feature {label!r} is not in extract.features ({', '.join(features) or 'empty'})")
-        name, overrides = extractor_entry(label, features[label])
-        spec = make_spec(name, **overrides)
-        store = FeatureStore(Path(cache) / dataset / spec.cache_name)
+        spec = feature_spec(config, label)
+        store = feature_store(config, dataset, label, spec)
         tracks = store.tracks() if store.folder.is_dir() else []
         if not tracks:
-            raise DataError(store.folder, f"no extracted tracks for feature {label!r}; run abaw extract first")
+            raise DataError(store.folder, f"no extracted tracks for feature {label!r} of {config.data.root}; "
+                                          "run abaw extract first")
         streams[label] = Stream(label, store, spec.modality, int(store.record(tracks[0])["dims"]["features"]))
     return streams
+
+
+def check_fresh(config: Config, dataset: str, streams: dict[str, Stream], tracks: list[Track]) -> None:
+    """Refuse to read features that are missing, shorter than a track's rows, or were computed
+    from other inputs than the dataset holds now (crops added, another video, an annotation of
+    another length): the message lists them and says how to extract them again.
+
+    Raises:
+        DataError: naming the first cache folder and listing up to 10 tracks.
+    """
+    from abaw.extraction import stale_tracks
+
+    stale = stale_tracks(config, dataset, streams, tracks)
+    if stale:
+        shown = "\n  ".join(stale[:10]) + (f"\n  ... and {len(stale) - 10} more" if len(stale) > 10 else "")
+        raise DataError(next(iter(streams.values())).store.folder,
+                        f"{len(stale)} cached track(s) do not match the dataset:\n  {shown}\n"
+                        "extract them (again) with abaw extract --config <this config>, or abaw run")
 
 
 def _open_map_limit() -> int:

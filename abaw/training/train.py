@@ -18,7 +18,7 @@ from abaw.data import load_tracks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
 from abaw.tasks import Task, get_task
-from abaw.training.data import WindowDataModule, WindowDataset, open_streams, stream_statistics
+from abaw.training.data import WindowDataModule, WindowDataset, check_fresh, open_streams, stream_statistics
 from abaw.training.losses import class_weights, positive_weights
 from abaw.training.module import TaskModule
 
@@ -80,11 +80,12 @@ def build_datasets(config: Config, fold: int | None) -> tuple[WindowDataset, Win
     task = get_task(t.task)
     if not t.features:
         raise ValueError("train.features is empty: name the extract.features labels the head reads")
-    streams = open_streams(config.extract.cache, task.dataset, config.extract.features, list(t.features))
+    streams = open_streams(config, task.dataset, list(t.features))
     train_tracks, val_tracks = split_tracks(config, task, fold)
     if not train_tracks or not val_tracks:
         raise DataError(Path(config.data.root), f"{task.name.upper()}: {len(train_tracks)} training and "
                                                 f"{len(val_tracks)} validation tracks; need both")
+    check_fresh(config, task.dataset, streams, train_tracks + val_tracks)
     return training_windows(train_tracks, streams, t.window), WindowDataset(val_tracks, streams, t.window)
 
 
@@ -145,7 +146,8 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track]) 
     ``present`` (T,) whether the first visual stream (the face) had input."""
     module = TaskModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     labels = list(module.hparams["streams"])
-    streams = open_streams(config.extract.cache, module.task.dataset, config.extract.features, labels)
+    streams = open_streams(config, module.task.dataset, labels)
+    check_fresh(config, module.task.dataset, streams, tracks)
     from abaw.training.losses import to_probabilities
 
     results: dict[str, dict[str, np.ndarray]] = {}
