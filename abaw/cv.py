@@ -99,8 +99,16 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
         fold_dir.mkdir(exist_ok=True)
         result = train(config, fold_dir, fold=k, log=log, select=False)
         held_out = [t for t in tracks[task] if folds.fold_of(t) == k]
-        save_predictions(fold_dir / "oof.npz", predict_frames(result.best_checkpoint, config, held_out))
-        done.write_text(json.dumps({"config": digest, "score": result.best_score,
+        predictions = predict_frames(result.best_checkpoint, config, held_out)
+        save_predictions(fold_dir / "oof.npz", predictions)
+        # The number report.md shows for this fold ("model"): the configured primary source over
+        # the held-out rows, pooled; Lightning's val/score is a running metric of the fusion model.
+        held_out_score = _score(task, [t.labels for t in held_out],
+                                [decide(task, track_output(predictions[t.id], config.cv.primary,
+                                                           config.cv.secondary).primary) for t in held_out],
+                                [t.valid for t in held_out])
+        log(f"{task.name.upper()} fold {k}: held-out score {held_out_score:.4f} ({config.cv.primary}, as in report.md)")
+        done.write_text(json.dumps({"config": digest, "score": held_out_score,
                                     "checkpoint": str(result.best_checkpoint.resolve().relative_to(run_dir.resolve()))},
                                    indent=1))
     return run_dir

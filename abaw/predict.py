@@ -28,6 +28,15 @@ def _split(name: str) -> str:
     return "test" if name.lower() in ("test", "test_set") else normalise_split(name)
 
 
+def warn_in_sample(split: str, log) -> None:
+    """Say that a labelled split's predictions are in-sample: every fold model trained on train
+    ∪ validation, so on those tracks it scores data it has seen."""
+    if split != "test":
+        log(f"warning: the fold models were trained on train and validation, {split} included: scores of "
+            "these predictions are in-sample, not held out. The held-out estimate is the CV score (cv.json, "
+            "report.md).")
+
+
 def fold_checkpoints(run_dir: Path, config: Config) -> list[Path]:
     """The checkpoint of every fold; DataError naming the first fold that is not finished."""
     paths = []
@@ -50,6 +59,7 @@ def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
     tracks = load_tracks(config.data.root, task, splits=(split,))
     if not tracks:
         raise DataError(Path(config.data.root), f"no {split} tracks for {task.name.upper()}")
+    warn_in_sample(split, log)
     params = load_postprocess(run_dir)
     checkpoints = fold_checkpoints(run_dir, config)
     totals: dict[str, dict[str, np.ndarray]] = {}
@@ -89,6 +99,7 @@ def submit(run_dir: str | Path, out: str | Path, split: str = "test", layout: st
     config = load_run_config(run_dir)
     task = get_task(config.train.task)
     split = _split(split)
+    warn_in_sample(split, lambda message: print(message, file=sys.stderr, flush=True))
     path = run_dir / f"predictions-{split}.npz"
     if not path.exists():
         raise DataError(path, "no predictions; run abaw predict first")

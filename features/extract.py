@@ -276,6 +276,8 @@ def extract_audio(extractor, jobs: list[Job], store: FeatureStore, log: Log) -> 
     """Audio features per row, aligned to the decoder's frame times; no or silent audio gives
     zero rows with valid = False."""
     outcome, todo = _pending(jobs, store, "audio", log)
+    if not todo:
+        return outcome
     progress = _Progress(log, len(todo), sum(job.frames for job in todo))
     dim = extractor.output_dims["features"]
     waveforms: dict[Path, np.ndarray | None] = {}  # both sides of a video share its audio
