@@ -307,20 +307,27 @@ def extract_audio(extractor, jobs: list[Job], store: FeatureStore, log: Log) -> 
 
 
 def accounting_table(store: FeatureStore, limit: int = 20) -> str:
-    """Frame accounting of a store's tracks: a summary line and the tracks whose decoded frame
-    count differs from their rows, have frames without a face, or a variable frame rate."""
-    lines = [f"{'track':<28} {'decoded':>8} {'rows':>7} {'padded':>7} {'clipped':>8} {'no face':>8} {'vfr':>4}"]
+    """Frame accounting of a store's tracks: the tracks whose decoded frame count differs from
+    their rows, have frames without a face, or a variable frame rate, then a summary line that
+    also counts the face source each track used."""
+    lines = [f"{'track':<28} {'decoded':>8} {'rows':>7} {'padded':>7} {'clipped':>8} {'no face':>8} {'vfr':>4}  faces"]
     shown = mismatched = 0
     records = [store.record(t) for t in store.tracks()]
+    sources: dict[str, int] = {}
     for record in records:
         a = record["accounting"]
+        source = a.get("face_source", "-")
+        sources[source] = sources.get(source, 0) + 1
         odd = a.get("rows_padded") or a.get("rows_clipped") or a.get("rows_without_face") or a.get("variable_frame_rate")
         mismatched += bool(a.get("rows_padded") or a.get("rows_clipped"))
         if odd and shown < limit:
             shown += 1
             lines.append(f"{record['track']:<28} {a.get('decoded_frames')!s:>8} {a['annotation_rows']:>7} "
                          f"{a.get('rows_padded')!s:>7} {a.get('rows_clipped')!s:>8} "
-                         f"{a.get('rows_without_face', '-')!s:>8} {'yes' if a.get('variable_frame_rate') else '':>4}")
-    lines.append(f"{len(records)} tracks; {mismatched} with decoded frames != annotation rows (padded or clipped)"
-                 + (f"; first {limit} unusual tracks shown, all in manifest.json" if shown == limit else ""))
+                         f"{a.get('rows_without_face', '-')!s:>8} {'yes' if a.get('variable_frame_rate') else '':>4}"
+                         f"  {source}")
+    faces = ", ".join(f"{name} {count}" for name, count in sorted(sources.items()))
+    lines.append(f"{len(records)} tracks (face source: {faces}); {mismatched} with decoded frames != annotation rows "
+                 "(padded or clipped)" + (f"; first {limit} unusual tracks shown, all in manifest.json"
+                                          if shown == limit else ""))
     return "\n".join(lines)

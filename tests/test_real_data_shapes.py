@@ -96,8 +96,9 @@ def test_inspect_extract_cv_predict_submit_on_a_root_unlike_the_sample(odd_root,
     cache = tmp_path / "cache"
     config = _config(tmp_path, odd_root, cache)
     assert main(["extract", "--config", str(config)]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert f"no crop folder for track {UNCROPPED}" in err and "DVD" not in err
+    assert out.count("frame accounting") == 1 and "5 tracks (face source: crops 4, none 1)" in out
 
     face, voice = (store_of(odd_root, cache, "affwild2", label, FEATURES) for label in ("face", "voice"))
     # No face source for the uncropped track: every row face-absent, never whole frames.
