@@ -169,7 +169,8 @@ class _Chunks(Dataset):
                 images = [np.asarray(Image.open(job.crop_dir / f"{r + 1:05d}.jpg").convert("RGB")) for r in rows]
             else:
                 images = list(self.frames(job.video, rows))
-            return index, rows, torch.stack([self.preprocess(image) for image in images]), None
+            scene = job.faces == "frame"
+            return index, rows, torch.stack([self.preprocess(image, scene=scene) for image in images]), None
         except Exception as e:  # reported per track; the run goes on with the others
             return index, rows, None, f"{type(e).__name__}: {e}"
 

@@ -180,7 +180,8 @@ class Preprocess:
     worker), :meth:`normalise` turns a batch of crops into model input (where the model is).
 
     ``__call__``: uint8 RGB ``(H, W, 3)`` [+ face box ``(x0, y0, x1, y1)``] -> uint8
-    ``(S, 3, size, size)``.
+    ``(S, 3, size, size)``; with ``scene`` (a whole frame, not a face: DVD) the frame is
+    letterboxed once to ``size`` (S = 1), since zooming out of a scene only adds black.
     """
 
     scales: tuple[float, ...]
@@ -189,8 +190,8 @@ class Preprocess:
     std: tuple[float, ...]
     interpolation: str = "bilinear"
 
-    def __call__(self, image: np.ndarray, box: Box | None = None) -> torch.Tensor:
-        crops = multiscale_crops(image, self.scales, self.size, box, self.interpolation)
+    def __call__(self, image: np.ndarray, box: Box | None = None, scene: bool = False) -> torch.Tensor:
+        crops = multiscale_crops(image, (1.0,) if scene else self.scales, self.size, box, self.interpolation)
         return torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
 
     def normalise(self, crops: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,16 @@ def test_preprocess_crops_then_normalises_and_survives_pickling():
         preprocess.normalise(x)  # normalising twice would be silently wrong
 
 
+def test_scene_frames_are_letterboxed_once_not_cropped_at_several_scales():
+    preprocess = make_preprocess(DinoV2Spec(input_size=64, scales=(0.9, 1.2, 1.5)))
+    frame = np.full((36, 64, 3), 200, np.uint8)  # a 16:9 scene
+    assert preprocess(frame).shape == (3, 3, 64, 64)  # a face: three crops
+    scene = preprocess(frame, scene=True).numpy()
+    assert scene.shape == (1, 3, 64, 64)
+    # The whole frame, centred, black only in the letterbox bars: 14 rows above and below.
+    assert (scene[0, :, 14:50] == 200).all() and (scene[0, :, :13] == 0).all() and (scene[0, :, 51:] == 0).all()
+
+
 def test_efficientnet_mean_std_default_to_timm_pretrained_cfg():
     assert make_preprocess(EfficientNetSpec()).mean == (0.5, 0.5, 0.5)  # tf_efficientnet_lite0
     assert make_preprocess(EfficientNetSpec(model="tf_efficientnet_b0")).mean == (0.485, 0.456, 0.406)
