@@ -64,11 +64,18 @@ class Wav2Vec2Spec(ExtractorSpec):
     normalize: bool | None = None
     dtype: str = "float32"
 
+    def _loads_directory(self) -> bool:
+        return self.config is None and Path(self.model).expanduser().is_dir()
+
+    def numeric_fields(self) -> dict[str, Any]:
+        fields = super().numeric_fields()
+        if self._loads_directory():
+            fields["model"] = "<local directory>"  # its content hash stands for it: moving it keeps the cache
+        return fields
+
     def weight_sources(self) -> list[str]:
         """The local model directory, when ``model`` is one and no random ``config`` is used."""
-        if self.config is None and Path(self.model).is_dir():
-            return [str(self.model)]
-        return []
+        return [str(Path(self.model).expanduser())] if self._loads_directory() else []
 
     def missing_weights(self) -> list[str]:
         return [] if self.config is not None else missing_pretrained(self.model, self.revision)

@@ -321,6 +321,16 @@ def test_fingerprints_follow_the_numbers_not_the_runtime():
     assert LogMelSpec(name="logmel", batch_size=1, device="cuda").fingerprint() == mel.fingerprint()
 
 
+def test_a_local_wav2vec2_directory_is_fingerprinted_by_content_not_path(tmp_path):
+    for name in ("here", "moved"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"weights")
+    here = Wav2Vec2Spec(name="wav2vec2", model=str(tmp_path / "here")).fingerprint()
+    assert Wav2Vec2Spec(name="wav2vec2", model=str(tmp_path / "moved")).fingerprint() == here
+    (tmp_path / "moved" / "model.safetensors").write_bytes(b"other weights")
+    assert Wav2Vec2Spec(name="wav2vec2", model=str(tmp_path / "moved")).fingerprint() != here
+
+
 def test_registered_under_their_names():
     from features import specs
 
