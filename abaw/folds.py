@@ -1,10 +1,11 @@
 """Grouped, label-balanced, seeded K-fold splits over train ∪ validation, persisted as JSON.
 
-A fold is a set of raw videos: both sides of a two-person video, and for Aff-Wild2 every
-task's tracks of a video, land in the same fold, so no person or scene is in training and
-held-out data at once. Videos are assigned greedily, largest first, each to the fold whose
-label counts it brings closest to an even share of every task's label counts, which balances
-the label distribution and the frame count together.
+A fold is a set of sources: every video cut from one Aff-Wild2 recording (named like
+``122-60-1920x1080-1`` ... ``-4`` or ``video45_3``, see ``affwild2.source_name``), both sides of a
+two-person video, and every task's tracks of those videos land in the same fold, so no person
+or scene is in training and held-out data at once. Sources are assigned greedily, largest
+first, each to the fold whose label counts it brings closest to an even share of every task's
+label counts, which balances the label distribution and the frame count together.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from abaw.data import affwild2
 from abaw.data.records import DataError, Track
 from abaw.tasks import Task
 
@@ -43,14 +46,27 @@ def label_counts(task: Task, track: Track) -> tuple[np.ndarray, np.ndarray]:
     return counts, valid.sum(axis=0).astype(float)
 
 
+def video_sources(dataset: str, videos: Iterable[str]) -> dict[str, list[str]]:
+    """``{source: sorted videos}``: Aff-Wild2 videos grouped by the recording their names show
+    they were cut from; DVD ids carry no such sign, so each is its own source."""
+    if dataset == "affwild2":
+        return affwild2.group_by_source(videos)
+    return {video: [video] for video in sorted(set(videos))}
+
+
 @dataclass(frozen=True)
 class Folds:
-    """Fold index of every raw video of one dataset."""
+    """Fold index of every raw video of one dataset (all videos of a source share one)."""
 
     k: int
     seed: int
     dataset: str
     videos: dict[str, int]
+
+    @property
+    def merged_sources(self) -> dict[str, list[str]]:
+        """``{source: videos}`` of the sources cut into several videos, each kept in one fold."""
+        return {s: vs for s, vs in video_sources(self.dataset, self.videos).items() if len(vs) > 1}
 
     def fold_of(self, track: Track, source: Path | None = None) -> int:
         """The fold of ``track``; DataError if its video was not in the data the folds were built on."""
@@ -65,17 +81,20 @@ class Folds:
 
 
 def build_folds(tracks_by_task: dict[Task, list[Track]], k: int = 5, seed: int = 0) -> Folds:
-    """Assign every raw video of the given train/validation tracks to one of ``k`` folds.
+    """Assign every raw video of the given train/validation tracks to one of ``k`` folds, the
+    videos of one source (:func:`video_sources`) to the same fold.
 
-    All tasks must belong to one dataset. Raises ValueError if there are fewer videos than folds.
+    All tasks must belong to one dataset. Raises ValueError if there are fewer sources than folds.
     """
     datasets = {task.dataset for task in tracks_by_task}
     if len(datasets) != 1:
         raise ValueError(f"folds are built per dataset, got tasks of {sorted(datasets)}")
-    videos = sorted({t.video for tracks in tracks_by_task.values() for t in tracks if t.split != "test"})
-    if len(videos) < k:
-        raise ValueError(f"{len(videos)} videos cannot fill {k} folds")
-    index = {video: i for i, video in enumerate(videos)}
+    dataset = datasets.pop()
+    videos = {t.video for tracks in tracks_by_task.values() for t in tracks if t.split != "test"}
+    sources = video_sources(dataset, videos)
+    if len(sources) < k:
+        raise ValueError(f"{len(sources)} sources ({len(videos)} videos) cannot fill {k} folds")
+    index = {video: i for i, members in enumerate(sources.values()) for video in members}
     blocks = []
     for task, tracks in tracks_by_task.items():
         block = None
@@ -84,7 +103,7 @@ def build_folds(tracks_by_task: dict[Task, list[Track]], k: int = 5, seed: int =
                 continue
             counts, totals = label_counts(task, track)
             if block is None:
-                block = np.zeros((len(videos), 2 * len(counts)))
+                block = np.zeros((len(sources), 2 * len(counts)))
             block[index[track.video]] += np.concatenate([counts, totals])
         if block is not None:
             # Each task weighs the same however many frames it has.
@@ -92,15 +111,16 @@ def build_folds(tracks_by_task: dict[Task, list[Track]], k: int = 5, seed: int =
     weights = np.concatenate(blocks, axis=1)
     target = weights.sum(axis=0) / k
     rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(len(videos)), -weights.sum(axis=1)))
+    order = np.lexsort((rng.random(len(sources)), -weights.sum(axis=1)))
+    members = list(sources.values())
     fold_sums = np.zeros((k, weights.shape[1]))
     assignment: dict[str, int] = {}
     for i in order:
         cost = ((fold_sums + weights[i] - target) ** 2).sum(axis=1) - ((fold_sums - target) ** 2).sum(axis=1)
         fold = int(np.argmin(cost))
         fold_sums[fold] += weights[i]
-        assignment[videos[i]] = fold
-    return Folds(k=k, seed=seed, dataset=datasets.pop(), videos=dict(sorted(assignment.items())))
+        assignment.update(dict.fromkeys(members[i], fold))
+    return Folds(k=k, seed=seed, dataset=dataset, videos=dict(sorted(assignment.items())))
 
 
 def save_folds(folds: Folds, path: str | Path, key: str | None = None) -> None:
@@ -163,10 +183,11 @@ def ensure_folds(
     built and saved. Returns them with the train/validation tracks per task.
 
     Raises:
-        DataError: ``path`` holds folds with another k or seed, or for other videos, and
-            ``rebuild`` is False (silently changing a team's folds would invalidate its CV runs).
+        DataError: ``path`` holds folds with another k or seed, or for other videos, or folds
+            that split a source's videos (saved before sources were grouped), and ``rebuild``
+            is False (silently changing a team's folds would invalidate its CV runs).
     """
-    from abaw.data import affwild2, dataset_key, load_tracks
+    from abaw.data import dataset_key, load_tracks
     from abaw.tasks import AFFWILD2_TASKS, VD
 
     if dataset == "affwild2":
@@ -179,14 +200,23 @@ def ensure_folds(
     key = dataset_key(root, dataset)
     saved = None if rebuild else load_folds(path, dataset, key)
     if saved is not None:
+        task = next(iter(tracks), VD).name
+        advice = (f"rebuild them with abaw folds --task {task} --k {k} --seed {seed} --out {path} --rebuild "
+                  f"{root} (cross-validation runs made with the old folds are then out of date)")
         if (saved.k, saved.seed) != (k, seed) or set(saved.videos) != videos:
-            task = next(iter(tracks), VD).name
             raise DataError(
                 Path(path),
                 f"saved folds of {root} (k={saved.k}, seed={saved.seed}, {len(saved.videos)} videos) do not "
-                f"match the request (k={k}, seed={seed}, {len(videos)} videos); rebuild them with "
-                f"abaw folds --task {task} --k {k} --seed {seed} --out {path} --rebuild {root} "
-                "(cross-validation runs made with the old folds are then out of date)",
+                f"match the request (k={k}, seed={seed}, {len(videos)} videos); {advice}",
+            )
+        divided = [f"{source} ({', '.join(f'{v}: {saved.videos[v]}' for v in members)})"
+                   for source, members in saved.merged_sources.items()
+                   if len({saved.videos[v] for v in members}) > 1]
+        if divided:
+            raise DataError(
+                Path(path),
+                f"saved folds of {root} put videos of one source in different folds, so cross-validation "
+                f"holds out people it trained on: {'; '.join(divided)}; {advice}",
             )
         return saved, tracks
     folds = build_folds(tracks, k=k, seed=seed)

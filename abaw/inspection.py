@@ -114,6 +114,7 @@ def inspect_root(root: str | Path, log=None, probe_videos: bool = True,
             known.update(t.id for t in tracks)
             uncropped.update(t.id for t in tracks if t.crop_present is None)
             stats["affwild2"][task.name] = _by_split(task, tracks, rates, problems)
+            problems.extend(sources_in_both_splits(task, tracks, layout.task_dir(task) or layout.root))
         problems.extend(uncropped_warnings(layout, uncropped))
         if layout.crops is not None and len(affwild2_tasks) == len(AFFWILD2_TASKS):
             for folder in sorted(p for p in layout.crops.iterdir() if p.is_dir() and p.name not in known):
@@ -129,6 +130,22 @@ def inspect_root(root: str | Path, log=None, probe_videos: bool = True,
                               "root (annotations/, cropped_aligned/) with their annotations or templates nor a DVD "
                               "root (Training/, Validation/, Test/) was found here or one level down")
     return stats, problems
+
+
+def sources_in_both_splits(task: Task, tracks: list[Track], path: Path) -> list[Problem]:
+    """One warning per source (``affwild2.source_name``: the parts of a cut recording, both
+    sides of a two-person video) with tracks of ``task`` in both the train and the validation
+    split: scores on the official validation split then count people the model trained on."""
+    splits: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for track in tracks:
+        if track.split != "test":
+            splits[affwild2.source_name(track.video)][track.split].append(track.id)
+    return [Problem(path, f"{task.name.upper()}: source {source} has tracks in both splits (train: "
+                          f"{', '.join(sorted(by_split['train']))}; validation: "
+                          f"{', '.join(sorted(by_split['validation']))}): the official validation score counts "
+                          "people seen in training; grouped folds (abaw folds) keep them apart",
+                    severity="warning")
+            for source, by_split in sorted(splits.items()) if len(by_split) > 1]
 
 
 def uncropped_warnings(layout: affwild2.AffWild2Layout, tracks: set[str]) -> list[Problem]:

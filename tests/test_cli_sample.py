@@ -3,10 +3,8 @@
 import json
 
 from abaw.cli import main
-from abaw.data import load_tracks
-from abaw.folds import ensure_folds
 from abaw.inspection import inspect_root
-from abaw.tasks import AFFWILD2_TASKS, VD
+from abaw.tasks import AFFWILD2_TASKS
 
 
 def test_inspect_counts_match_what_the_generator_wrote(sample_root, capsys):
@@ -32,18 +30,3 @@ def test_inspect_counts_match_what_the_generator_wrote(sample_root, capsys):
     fps = [v["fps"] for v in manifest["videos"].values() if v["dataset"] == "affwild2" and v["fps"]]
     low, high = stats["affwild2"]["expr"]["train"]["fps"]
     assert low >= min(fps) - 0.01 and high <= max(fps) + 0.01
-
-
-def test_sample_folds_are_grouped_by_video_across_tasks(sample_root, tmp_path):
-    path = tmp_path / "folds.json"
-    folds, tracks = ensure_folds(sample_root, "affwild2", path, k=5, seed=0)
-    assert set(folds.videos.values()) == set(range(5))
-    seen: dict[str, set] = {}
-    for task_tracks in tracks.values():
-        for track in task_tracks:
-            seen.setdefault(track.video, set()).add(folds.fold_of(track))
-    assert all(len(f) == 1 for f in seen.values())
-    pair = [t for t in tracks[AFFWILD2_TASKS[0]] if t.id.endswith(("_left", "_right"))]
-    assert len({t.video for t in pair}) == 1 and len({folds.fold_of(t) for t in pair}) == 1
-    dvd, _ = ensure_folds(sample_root, "dvd", path, k=5, seed=0)
-    assert len(dvd.videos) == len(load_tracks(sample_root, VD, splits=("train", "validation")))

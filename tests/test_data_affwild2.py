@@ -24,6 +24,33 @@ def test_reads_tracks_with_split_video_and_crop_mask(affwild2_root):
     assert tracks["video3"].video_path.parent.name == "batch2"
 
 
+# The multi-part sources among the 317 EXPR train+val tracks of the real data, and names that
+# stand alone.
+REAL_PARTS = {
+    "122-60-1920x1080": [f"122-60-1920x1080-{k}" for k in (1, 2, 3, 4)],
+    "28-30-1280x720": [f"28-30-1280x720-{k}" for k in (1, 2, 3, 4)],
+    "5-60-1920x1080": [f"5-60-1920x1080-{k}" for k in (1, 2, 3, 4)],
+    "24-30-1920x1080": ["24-30-1920x1080-1", "24-30-1920x1080-2"],
+    "video45": ["video45_3", "video45_5", "video45_6", "video45_7"],
+}
+
+
+def test_source_name_of_real_names():
+    for source, videos in REAL_PARTS.items():
+        assert [affwild2.source_name(v) for v in videos] == [source] * len(videos)
+    assert affwild2.source_name("video10_1") == "video10"
+    for side in ("_left", "_right"):
+        assert affwild2.source_name(f"6-30-1920x1080{side}") == "6-30-1920x1080"
+        assert affwild2.source_name(f"135-24-1920x1080{side}") == "135-24-1920x1080"
+        assert affwild2.source_name(f"video45_3{side}") == "video45"  # the side goes first
+    for alone in ("1-30-1280x720", "102", "video2", "10-30-640x360"):
+        assert affwild2.source_name(alone) == alone
+    videos = [v for vs in REAL_PARTS.values() for v in vs]
+    assert len(videos) == 18
+    assert affwild2.group_by_source(videos + ["102", "1-30-1280x720"]) == dict(
+        sorted({**REAL_PARTS, "102": ["102"], "1-30-1280x720": ["1-30-1280x720"]}.items()))
+
+
 def test_test_tracks_come_from_list_and_template(affwild2_root):
     test = by_id(load_tracks(affwild2_root, EXPR, splits=("test",)))
     assert list(test) == ["test1", "test2_right"]
@@ -97,6 +124,22 @@ def test_inspect_flags_crop_folder_of_unknown_track(affwild2_root):
     assert expr["train"]["missing_crops"] == 2
     assert expr["test"]["lines"] == 5
     assert stats["affwild2"]["va"]["train"]["valid"] == [4, 4]
+
+
+def test_inspect_warns_of_a_source_on_both_sides_of_the_official_split(affwild2_root):
+    expr = affwild2_root / "annotations/EXPR_Recognition_Challenge"
+    (expr / "Train_Set/10-30-640x360_right.txt").rename(expr / "Validation_Set/10-30-640x360_right.txt")
+    for split, part in (("Train_Set", 1), ("Validation_Set", 2), ("Validation_Set", 3)):
+        shutil.copy(expr / "Validation_Set/video3.txt", expr / split / f"28-30-1280x720-{part}.txt")
+    shutil.copy(expr / "Validation_Set/video3.txt", expr / "Validation_Set/5-60-1920x1080-1.txt")
+    shutil.copy(expr / "Validation_Set/video3.txt", expr / "Validation_Set/5-60-1920x1080-2.txt")
+    _, problems = inspect_root(affwild2_root, probe_videos=False)
+    warned = [p for p in problems if "both splits" in p.message]
+    assert all(p.severity == "warning" and p.path == expr for p in warned)
+    assert [p.message.split(" (")[0] for p in warned] == [
+        "EXPR: source 10-30-640x360 has tracks in both splits", "EXPR: source 28-30-1280x720 has tracks in both splits"]
+    assert "(train: 28-30-1280x720-1; validation: 28-30-1280x720-2, 28-30-1280x720-3)" in warned[1].message
+    assert "(train: 10-30-640x360_left; validation: 10-30-640x360_right)" in warned[0].message
 
 
 def test_dvd_tracks_and_test_templates(dvd_root):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from abaw.data import sample, sample_render
+from abaw.data import affwild2, sample, sample_render
 from abaw.data.records import DataError
 from abaw.tasks import AFFWILD2_TASKS, EXPR, EXPR_CLASSES, VD
 
@@ -218,12 +218,35 @@ def test_pair_and_names(data):
     assert lies
 
 
+def test_a_recording_cut_into_two_videos(data):
+    out, manifest = data
+    videos = {name: v for name, v in manifest["videos"].items() if v["dataset"] == "affwild2"}
+    # The name rule recovers the generator's truth on every name it wrote.
+    assert all(affwild2.source_name(name) == v["source"] for name, v in videos.items())
+    by_source: dict[str, list[str]] = {}
+    for name, v in videos.items():
+        by_source.setdefault(v["source"], []).append(name)
+    (cut,) = [sorted(names) for names in by_source.values() if len(names) > 1]
+    first, second = cut
+    assert re.fullmatch(r"\d+-25-\d+x\d+-\d+", first) and second.rsplit("-", 1)[0] == first.rsplit("-", 1)[0]
+    assert int(second.rsplit("-", 1)[1]) == int(first.rsplit("-", 1)[1]) + 1
+    assert videos[first]["fps"] == videos[second]["fps"] == 25.0
+    tracks = {name: {k.split("/")[0]: t["split"] for k, t in manifest["tracks"].items() if k.endswith("/" + name)}
+              for name in cut}
+    assert tracks[first] == tracks[second] and len(set(tracks[first].values())) == 1
+    assert set(tracks[first].values()) <= {"train", "validation"}
+    # One person: the same palette (the forehead's skin, which differs by more between people).
+    skin = [np.asarray(Image.open(min((out / "Aff-Wild2/cropped_aligned" / name).glob("*.jpg"))))[14:22, 50:62]
+            for name in cut]
+    assert np.abs(skin[0].mean((0, 1)) - skin[1].mean((0, 1))).max() < 4
+
+
 def test_class_support_for_cross_validation(data):
     _, manifest = data
     for task in AFFWILD2_TASKS:
-        videos = {t["video"] for k, t in manifest["tracks"].items()
-                  if k.startswith(task.name + "/") and t["split"] != "test"}
-        assert len(videos) >= sample.MIN_VIDEOS_PER_TASK, task.name
+        sources = {manifest["videos"][t["video"]]["source"] for k, t in manifest["tracks"].items()
+                   if k.startswith(task.name + "/") and t["split"] != "test"}
+        assert len(sources) >= sample.MIN_VIDEOS_PER_TASK, task.name  # grouped folds need sources
     counts = np.add(*(manifest["affwild2"]["expr"][s]["class_counts"] for s in ("train", "validation")))
     assert np.all(counts > 0)
     rare = counts[[EXPR_CLASSES.index(c) for c in ("Anger", "Disgust", "Fear")]].sum()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,8 @@ from abaw.tasks import Task
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 SPLIT_FOLDERS = {"train_set": "train", "training_set": "train", "validation_set": "validation"}
 _SIDE = re.compile(r"_(left|right)$")
+# A part number after a resolution (122-60-1920x1080-3), or the M of videoN_M.
+_PART = re.compile(r"(?P<source>.+-\d+x\d+)-\d+|(?P<numbered>video\d+)_\d+")
 _TEMPLATE_TASK = re.compile(r"(?:^|[_\-\s])(expr|va|au)(?:[_\-\s]|$)", re.IGNORECASE)
 
 
@@ -151,6 +153,32 @@ def video_name(track_id: str, videos: dict[str, Path]) -> str:
     if track_id in videos:
         return track_id
     return _SIDE.sub("", track_id)
+
+
+def source_name(video: str) -> str:
+    """The recording a video (or track) was cut from, as far as its name shows it.
+
+    Aff-Wild2 cuts one source into several videos with the same people, and two-person videos
+    into ``_left``/``_right`` tracks; anything grouped by person must group by this name. The
+    side suffix goes first, then a part number after a ``<W>x<H>`` resolution or the ``_M`` of
+    ``videoN_M``; other names are their own source:
+
+    ``122-60-1920x1080-3`` -> ``122-60-1920x1080``; ``video45_3`` -> ``video45``;
+    ``10-30-640x360_left`` -> ``10-30-640x360``; ``1-30-1280x720`` and ``102`` stay as they are.
+    """
+    name = _SIDE.sub("", video)
+    match = _PART.fullmatch(name)
+    if match is None:
+        return name
+    return match.group("source") or match.group("numbered")
+
+
+def group_by_source(videos: Iterable[str]) -> dict[str, list[str]]:
+    """``{source: sorted videos}`` of ``videos`` (see :func:`source_name`), sorted by source."""
+    groups: dict[str, list[str]] = {}
+    for video in sorted(set(videos)):
+        groups.setdefault(source_name(video), []).append(video)
+    return dict(sorted(groups.items()))
 
 
 def crop_mask(crop_dir: Path, frames: np.ndarray) -> np.ndarray:

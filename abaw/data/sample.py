@@ -6,8 +6,9 @@ segments of expressions; the EXPR, VA and AU labels are derived from those same 
 a model can learn them from the crops, and the audio follows arousal. DVD clips are scenes of
 stick figures whose violent segments move fast and erratically. The files carry the traps of the
 real data (ABAW_FORMATS.md): several and variable frame rates, frame counts that differ from the
-annotation length, missing crops, invalid codes, a `_left`/`_right` pair, silent and soundless
-videos, lying names. The returned manifest records the truth a reader must recover.
+annotation length, missing crops, invalid codes, a `_left`/`_right` pair, a recording cut into
+two videos of the same person, silent and soundless videos, lying names. The returned manifest
+records the truth a reader must recover.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -31,7 +32,7 @@ DEFAULT_TRACKS = 10
 DEFAULT_SECONDS = 6.0
 TEST_VIDEOS = 3
 DVD_TEST_VIDEOS = 2
-MIN_VIDEOS_PER_TASK = 5  # one video per fold of a grouped 5-fold CV
+MIN_VIDEOS_PER_TASK = 5  # one recording (source) per fold of a grouped 5-fold CV
 _MIN_LINES = 40  # room for a visible segment of every class plus an invalid stretch
 _TEMPLATE_WORD = {"expr": "Expr", "va": "VA", "au": "AU"}
 _AFFWILD2_SPLIT_DIRS = {"train": "Train_Set", "validation": "Validation_Set"}
@@ -59,6 +60,7 @@ _AGITATION = np.array([0.2, 0.9, 0.4, 0.8, 0.6, 0.15, 0.9, 0.4])
 # 30 regenerations at 256x150, 320x180 and 192x140 all matched.
 _SIZES = ((256, 144), (320, 176), (192, 144))
 _CLAIMED_SIZES = ("1280x720", "640x360", "1920x1080", "480x360", "640x480")
+_DELTAS, _DELTA_SHARE = (-1, 0, -2, 1), (0.5, 0.36, 0.07, 0.07)  # decoded frames minus lines, as in the real data
 
 
 @dataclass
@@ -68,6 +70,7 @@ class _Person:
     required: set[int] = field(default_factory=set)  # EXPR classes the face must show
     invalid: dict[str, str] = field(default_factory=dict)  # task name -> which values are invalid
     occluded: bool = False
+    style: render.FaceStyle | None = None  # fixed where the person is in several videos; None: drawn per video
 
 
 @dataclass(eq=False)  # identity semantics: videos are compared and hashed as objects
@@ -82,6 +85,7 @@ class _Video:
     suffix: str = ".mp4"
     folder: str = "batch1"
     persons: list[_Person] = field(default_factory=list)
+    source: str = ""  # the recording it was cut from: its own name unless it is one of several parts
 
 
 @dataclass
@@ -95,8 +99,9 @@ def generate(out: Path, seed: int = 0, tracks: int = DEFAULT_TRACKS, seconds: fl
              progress: Callable[[str], None] | None = None) -> dict:
     """Write a complete sample dataset under `out`; return the manifest (also written to out/sample_manifest.json).
 
-    `tracks` Aff-Wild2 videos (one of them a `_left`/`_right` pair) go to train and validation,
-    plus TEST_VIDEOS test videos; DVD gets max(6, tracks * 2 // 3) train+validation clips plus
+    `tracks` Aff-Wild2 recordings (one of them a `_left`/`_right` pair, one cut into two videos
+    `<name>-k` and `<name>-(k+1)` of one person in one split) go to train and validation, plus
+    TEST_VIDEOS test videos; DVD gets max(6, tracks * 2 // 3) train+validation clips plus
     DVD_TEST_VIDEOS test clips. Durations vary ±30 % around `seconds`. The same seed gives
     identical label files and decoded frames. Refuses (DataError) an existing non-empty `out`
     and (ValueError) tracks < MIN_VIDEOS_PER_TASK or seconds <= 0; the dataset is built next to
@@ -104,7 +109,7 @@ def generate(out: Path, seed: int = 0, tracks: int = DEFAULT_TRACKS, seconds: fl
     """
     out = Path(out)
     if tracks < MIN_VIDEOS_PER_TASK:
-        raise ValueError(f"tracks={tracks}: need at least {MIN_VIDEOS_PER_TASK} (one video per CV fold)")
+        raise ValueError(f"tracks={tracks}: need at least {MIN_VIDEOS_PER_TASK} (one recording per CV fold)")
     if not seconds > 0:
         raise ValueError(f"seconds={seconds}: must be positive")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -140,17 +145,17 @@ def _plan_affwild2(rng: np.random.Generator, tracks: int, seconds: float) -> lis
     rates: list[Fraction | None] = [common[rng.integers(len(common))] for _ in splits]
     for index, rate in zip(labelled, (None, Fraction(15, 2), Fraction(30000, 1001), Fraction(25), Fraction(30))):
         rates[index] = rate
-    deltas = [-1, 0, -2, 1] + list(rng.choice([-1, 0, -2, 1], size=len(splits) - 4, p=[0.5, 0.36, 0.07, 0.07]))
+    deltas = list(_DELTAS) + list(rng.choice(_DELTAS, size=len(splits) - 4, p=_DELTA_SHARE))
     deltas = [int(d) for d in rng.permutation(deltas)]
     videos = []
     for index, (split, fps, delta) in enumerate(zip(splits, rates, deltas)):
-        average = float(fps) if fps is not None else 24.0
-        lines = max(_MIN_LINES, round(seconds * rng.uniform(0.7, 1.3) * average))
+        lines = _lines(rng, seconds, float(fps) if fps is not None else 24.0)
         size = _SIZES[rng.integers(len(_SIZES))]
         videos.append(_Video("", split, fps, size, lines, delta, folder=f"batch{1 + index % 2}"))
-    pair, silent, soundless, avi = (videos[i] for i in labelled[[0, 1, 2, 4]])  # avi: 30 fps, not VFR
+    # avi: 30 fps, not VFR; cut: 25 fps, so that its name may carry a (true) rate.
+    pair, silent, soundless, cut, avi = (videos[i] for i in labelled[:5])
     silent.audio, soundless.audio, avi.suffix = "silent", "none", ".avi"
-    _name_videos(rng, videos, liar=avi)
+    _name_videos(rng, videos, liar=avi, cut=cut)
     for video in videos:
         sides = ("_left", "_right") if video is pair else ("",)
         video.persons = [_Person(video.name + side) for side in sides]
@@ -160,7 +165,28 @@ def _plan_affwild2(rng: np.random.Generator, tracks: int, seconds: float) -> lis
     persons = [p for v in videos for p in v.persons]
     for i in rng.choice(len(persons), size=max(2, round(0.35 * len(persons))), replace=False):
         persons[i].occluded = True
+    # Last, after every other draw, so that the rest of a seed's dataset stays what it was.
+    videos.append(_next_part(rng, cut, seconds))
     return videos
+
+
+def _lines(rng: np.random.Generator, seconds: float, fps: float) -> int:
+    """Annotation lines of one video: ±30 % around `seconds`, room for every class at least."""
+    return max(_MIN_LINES, round(seconds * rng.uniform(0.7, 1.3) * fps))
+
+
+def _next_part(rng: np.random.Generator, first: _Video, seconds: float) -> _Video:
+    """The next video cut from `first`'s recording, as Aff-Wild2 cuts `122-60-1920x1080-1` ... `-4`:
+    the same person (colours, tasks, classes to show) in the same split, rate, size and folder."""
+    style = render.FaceStyle.random(rng)
+    part = int(first.name.removeprefix(f"{first.source}-")) + 1
+    video = _Video(f"{first.source}-{part}", first.split, first.fps, first.size, _lines(rng, seconds, float(first.fps)),
+                   int(rng.choice(_DELTAS, p=_DELTA_SHARE)), folder=first.folder, source=first.source)
+    for person in first.persons:
+        person.style = style
+        video.persons.append(replace(person, track=video.name, tasks=dict(person.tasks),
+                                     required=set(person.required), invalid=dict(person.invalid)))
+    return video
 
 
 def _splits(rng: np.random.Generator, labelled: int, validation: int, test: int) -> list[str]:
@@ -169,8 +195,9 @@ def _splits(rng: np.random.Generator, labelled: int, validation: int, test: int)
     return [str(s) for s in shuffled] + ["test"] * test
 
 
-def _name_videos(rng: np.random.Generator, videos: list[_Video], liar: _Video) -> None:
-    """Real-style names; the middle number of `liar`'s name claims 60 fps, which it does not have."""
+def _name_videos(rng: np.random.Generator, videos: list[_Video], liar: _Video, cut: _Video) -> None:
+    """Real-style names and their sources; the middle number of `liar`'s name claims 60 fps,
+    which it does not have; `cut` is named as a part (`<number>-<rate>-<size>-<k>`)."""
     numbers = rng.choice(np.arange(1, 400), size=len(videos), replace=False)
     for video, number in zip(videos, numbers):
         # Names with a rate in them only where it is roughly right, except for the liar.
@@ -178,9 +205,13 @@ def _name_videos(rng: np.random.Generator, videos: list[_Video], liar: _Video) -
         claim = 30 if video.fps is None else round(float(video.fps))
         if video is liar:
             style, claim = 3, 60
+        elif video is cut:
+            style = 3
         size = _CLAIMED_SIZES[rng.integers(len(_CLAIMED_SIZES))]
-        video.name = [f"{number}-{claim}-{size}", f"{number}", f"video{number}_{rng.integers(1, 4)}",
-                      f"{number}-{claim}-{size}-{rng.integers(1, 6)}"][style]
+        full = f"{number}-{claim}-{size}"
+        video.name, video.source = [(full, full), (f"{number}", f"{number}"),
+                                    (f"video{number}_{rng.integers(1, 4)}", f"video{number}"),
+                                    (f"{full}-{rng.integers(1, 6)}", full)][style]
 
 
 def _assign_tasks(rng: np.random.Generator, videos: list[_Video], pair: _Video) -> None:
@@ -312,7 +343,7 @@ def _simulate_face(rng: np.random.Generator, n: int, fps: float, person: _Person
         start = int(rng.integers(0, n - length))
         hidden[start:start + length] = True
     va = np.clip(np.stack([valence, arousal], axis=1), -1.0, 1.0)
-    return render.Face(params, motion, hidden, va[:, 1]), _Labels(labels, va, au)
+    return render.Face(params, motion, hidden, va[:, 1], person.style), _Labels(labels, va, au)
 
 
 # ----------------------------------------------------------------------------- Aff-Wild2 files
@@ -364,7 +395,8 @@ def _write_affwild2(tmp: Path, videos: list[_Video], seed: np.random.SeedSequenc
             video.lines, video.audio, rng)
         manifest["videos"][video.name] = {
             "path": f"Aff-Wild2/{video.folder}/{video.name}{video.suffix}", "dataset": "affwild2",
-            "fps": None if video.fps is None else float(video.fps), "frames": frames, "audio": video.audio}
+            "fps": None if video.fps is None else float(video.fps), "frames": frames, "audio": video.audio,
+            "source": video.source}
         decimals = int(rng.integers(3, 5))
         for person, (_, labels), mask in zip(video.persons, simulated, present):
             for task in AFFWILD2_TASKS:
@@ -425,13 +457,13 @@ def _write_dvd(tmp: Path, rng: np.random.Generator, labelled: int, seconds: floa
         clip = f"{number:04d}"
         say(f"DVD clip {index + 1}/{len(splits)}: {clip}")
         fps = int(rng.choice([25, 30]))
-        lines = max(_MIN_LINES, round(seconds * rng.uniform(0.7, 1.3) * fps))
+        lines = _lines(rng, seconds, fps)
         violent = _violent_frames(rng, lines)
         folder = tmp / "DVD" / _DVD_SPLIT_DIRS[split]
         path = folder / "videos" / f"{clip}.mp4"
         frames = render.render_clip(path, violent, fps, _SIZES[rng.integers(len(_SIZES))], rng)
         manifest["videos"][clip] = {"path": path.relative_to(tmp).as_posix(), "dataset": "dvd",
-                                    "fps": float(fps), "frames": frames, "audio": "sound"}
+                                    "fps": float(fps), "frames": frames, "audio": "sound", "source": clip}
         manifest["tracks"][f"{VD.name}/{clip}"] = {"split": split, "video": clip, "lines": lines}
         entry = stats.setdefault(split, {"tracks": 0, "lines": 0} | ({} if split == "test" else {"positives": 0}))
         entry["tracks"] += 1

@@ -276,12 +276,15 @@ class Face:
         motion: (N, 3) head x, y offset in face half-heights and roll in radians.
         hidden: (N,) bool, True where a hand covers the face (no crop is written).
         arousal: (N,) in [-1, 1]; the voice's pitch and loudness follow it.
+        style: the person's colours where they must match another video of the same person;
+            None: drawn for this video.
     """
 
     params: np.ndarray
     motion: np.ndarray
     hidden: np.ndarray
     arousal: np.ndarray
+    style: FaceStyle | None = None
 
 
 def frame_times(rng: np.random.Generator, fps: Fraction | None, n: int) -> tuple[np.ndarray, float]:
@@ -319,7 +322,7 @@ def encode_faces(path: Path, size: tuple[int, int], fps: Fraction | None, frames
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = VideoWriter(path, size, fps, spec)
     scene, poses = background(rng, size), _poses(size, faces)
-    styles = [FaceStyle.random(rng) for _ in faces]
+    styles = [FaceStyle.random(rng) if f.style is None else f.style for f in faces]
     present = [np.zeros(lines, bool) for _ in faces]
     for i in range(frames):
         image = scene.copy()
