@@ -1,5 +1,4 @@
-"""Prediction heads on a fused (B, T, D) representation: mixture of experts, temporal context,
-and the single-embedding MLP fallback."""
+"""Prediction heads on a fused (B, T, D) representation: mixture of experts and temporal context."""
 
 from __future__ import annotations
 
@@ -67,24 +66,11 @@ class TemporalContext(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
+        # Rows to each side an output row depends on: the stacked convolutions' half-widths.
+        self.radius = sum(d * (kernel - 1) // 2 for d in dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x.transpose(1, 2)
         for layer in self.layers:
             y = y + self.dropout(torch.relu(layer(y)))
         return self.norm(y.transpose(1, 2))
-
-
-class MLP(nn.Module):
-    """The fallback model on one embedding: D -> hidden -> C (the HSEmotion recipe)."""
-
-    def __init__(self, input_dim: int, output_size: int, hidden: int = 128, dropout: float = 0.2,
-                 activation: str = "none") -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, output_size), ACTIVATIONS[activation]())
-        self.output_dim = output_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., input_dim) -> (..., output_size)."""
-        return self.net(x)

@@ -1,4 +1,19 @@
-"""Whole models and the registry: ``fusion.create_model(name, **overrides)``."""
+"""Whole models and the registry: ``fusion.create_model(name, **overrides)``.
+
+Every registered model has one interface, which the training module, prediction, test-time
+personalisation and video-level pooling use without reaching inside:
+
+- ``forward_features(streams, present, mask)``: streams name -> (B, T, D_name), present name ->
+  (B, T) bool, mask (B, T) bool (False on padding) -> (B, T, F) per-frame embedding, the
+  input of the model's last linear layer (``feature_dim`` = F);
+- ``forward_head(features, mask)``: (B, T, F) -> (B, T, ``output_dim``);
+- ``forward(...)`` = ``forward_head(forward_features(...))``;
+- ``aux_loss()``: a scalar added to the task loss (zero unless the model has one);
+- ``set_stream_statistics({name: (mean, std)})``: the training split's statistics of the input
+  streams it normalises (see :class:`fusion.gated.StreamNorm`);
+- ``context_rows``: how many rows to each side of a frame its prediction can depend on (0 for
+  per-frame models), so that prediction windows can give every frame that much context.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +22,48 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from fusion.gated import GatedFusion
-from fusion.heads import MLP, MixtureOfExperts, TemporalContext
+from fusion.gated import GatedFusion, StreamNorm
+from fusion.heads import ACTIVATIONS, MixtureOfExperts, TemporalContext
 
 
-class FusionMoE(nn.Module):
+class FrameModel(nn.Module):
+    """Base of the registered models: the shared interface (see the module docstring)."""
+
+    output_dim: int
+    feature_dim: int
+    context_rows: int = 0
+
+    def forward_features(self, streams: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
+                         mask: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, streams: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(streams, present, mask), mask)
+
+    def aux_loss(self) -> torch.Tensor:
+        """A loss term of the model's own, from its last forward; zero by default."""
+        return torch.zeros((), device=next(self.parameters()).device)
+
+    def stream_norms(self) -> dict[str, StreamNorm]:
+        """The normalisation of each input stream, by name."""
+        raise NotImplementedError
+
+    def set_stream_statistics(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Training-split mean and std of the streams this model reads (others are ignored)."""
+        for name, norm in self.stream_norms().items():
+            if name in stats:
+                norm.set_statistics(*stats[name])
+
+
+class FusionMoE(FrameModel):
     """Gated fusion -> optional temporal context -> mixture-of-experts head.
 
-    forward(streams, present): streams name -> (B, T, D), present name -> (B, T) bool;
-    returns (B, T, output_size).
+    Features are the fused (and, with ``temporal``, time-mixed) (B, T, hidden) representation:
+    the input of every expert's layers. The auxiliary loss is the router's load balance.
     """
 
     def __init__(self, visual: dict[str, int], audio: dict[str, int], output_size: int, hidden: int = 256,
@@ -23,21 +71,67 @@ class FusionMoE(nn.Module):
                  temporal: bool = False, l2: bool = True, standardise: bool = True) -> None:
         super().__init__()
         self.fusion = GatedFusion(visual, audio, hidden=hidden, l2=l2, standardise=standardise, dropout=dropout)
-        self.temporal = TemporalContext(hidden, dropout=dropout) if temporal else nn.Identity()
+        self.temporal = TemporalContext(hidden, dropout=dropout) if temporal else None
         self.head = MixtureOfExperts(hidden, output_size, experts=experts, depth=depth, dropout=dropout,
                                      activation=activation)
-        self.output_dim = output_size
+        self.output_dim, self.feature_dim = output_size, hidden
+        self.context_rows = self.temporal.radius if self.temporal is not None else 0
 
-    def forward(self, streams: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.temporal(self.fusion(streams, present)), mask)
+    def forward_features(self, streams, present=None, mask=None) -> torch.Tensor:
+        fused = self.fusion(streams, present)
+        return self.temporal(fused) if self.temporal is not None else fused
+
+    def forward_head(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(features, mask)
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.head.balance_loss
+
+    def stream_norms(self) -> dict[str, StreamNorm]:
+        return dict(self.fusion.norms)
 
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {"fusion_moe": FusionMoE, "mlp": MLP}
+class StreamMLP(FrameModel):
+    """The per-frame MLP of the HSEmotion recipe on the concatenated, normalised streams:
+    D -> hidden -> C. Features are the (B, T, hidden) hidden activations, the input of its last
+    linear layer. Absent rows of a stream enter as they are stored (zeros)."""
+
+    def __init__(self, visual: dict[str, int], audio: dict[str, int], output_size: int, hidden: int = 128,
+                 dropout: float = 0.2, activation: str = "none", l2: bool = True, standardise: bool = True) -> None:
+        super().__init__()
+        dims = {**visual, **audio}
+        if not dims:
+            raise ValueError("StreamMLP needs at least one stream")
+        self.norms = nn.ModuleDict({name: StreamNorm(dim, l2, standardise) for name, dim in dims.items()})
+        self.body = nn.Sequential(nn.Linear(sum(dims.values()), hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.last = nn.Linear(hidden, output_size)
+        self.activation = ACTIVATIONS[activation]()
+        self.output_dim, self.feature_dim = output_size, hidden
+
+    def forward_features(self, streams, present=None, mask=None) -> torch.Tensor:
+        return self.body(torch.cat([self.norms[name](streams[name]) for name in self.norms], dim=-1))
+
+    def forward_head(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.activation(self.last(features))
+
+    def stream_norms(self) -> dict[str, StreamNorm]:
+        return dict(self.norms)
 
 
-def create_model(name: str, **overrides) -> nn.Module:
-    """Build a registered model; unknown names list the valid ones."""
+_MODELS: dict[str, Callable[..., FrameModel]] = {"fusion_moe": FusionMoE, "mlp": StreamMLP}
+
+
+def registered_models() -> list[str]:
+    """Names of every registered model."""
+    return sorted(_MODELS)
+
+
+def create_model(name: str, **overrides) -> FrameModel:
+    """Build a registered model; unknown names list the valid ones.
+
+    Every model takes ``visual`` and ``audio`` (name -> dim), ``output_size`` and ``activation``
+    (``none`` or ``tanh``), plus its own options.
+    """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(sorted(_MODELS))}")
     return _MODELS[name](**overrides)

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from fusion import MLP, GatedFusion, MixtureOfExperts, StreamNorm, TemporalContext, create_model
+from fusion import (GatedFusion, MixtureOfExperts, StreamMLP, StreamNorm, TemporalContext, create_model,
+                    registered_models)
 
 
 def hand_set_fusion():
@@ -90,9 +91,55 @@ def test_temporal_context_keeps_length_and_mixes_neighbours():
     assert changed[4] > 0 and changed[6] > 0  # the impulse reaches its neighbours
 
 
-def test_registry_and_mlp():
-    model = create_model("mlp", input_dim=1280, output_size=8)
-    assert isinstance(model, MLP) and model(torch.randn(3, 1280)).shape == (3, 8)
+@pytest.mark.parametrize("name", registered_models())
+def test_every_registered_model_has_the_interface_and_trains(name):
+    """As timm tests every model it registers: each one builds, exposes the shared interface
+    and, inside the one training module, learns a signal the streams carry."""
+    from abaw.training.module import TaskModule
+
+    torch.manual_seed(0)
+    streams = {"face": ("visual", 6), "voice": ("audio", 4)}
+    module = TaskModule("vd", streams, {"name": name, "hidden": 16}, fallback={"stream": "face", "hidden": 8})
+    model = module.model.eval()  # no dropout: the two paths must agree exactly
+    x = {"face": torch.randn(4, 10, 6), "voice": torch.randn(4, 10, 4)}
+    present = {"face": torch.rand(4, 10) > 0.2, "voice": torch.ones(4, 10, dtype=torch.bool)}
+    mask = torch.ones(4, 10, dtype=torch.bool)
+    features = model.forward_features(x, present, mask)
+    assert features.shape == (4, 10, model.feature_dim) and model.output_dim == 1
+    assert torch.equal(model.forward_head(features, mask), model(x, present, mask))
+    assert model.aux_loss().shape == () and model.context_rows >= 0
+    model.set_stream_statistics({"face": (torch.full((6,), 0.1), torch.full((6,), 2.0))})
+    assert torch.allclose(model.stream_norms()["face"].std, torch.full((6,), 2.0))
+
+    labels = (x["face"][..., :1] > 0).float()  # the label is in the face stream
+    batch = {"streams": x, "present": present, "rows": torch.arange(10).expand(4, 10), "labels": labels,
+             "valid": torch.ones_like(labels, dtype=torch.bool)}
+    optimiser = torch.optim.Adam(module.parameters(), lr=0.01)
+    module.train()
+    losses = []
+    for _ in range(60):
+        optimiser.zero_grad()
+        loss = module._loss(batch)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < 0.7 * losses[0], (name, losses[0], losses[-1])
+
+
+def test_temporal_models_say_how_much_context_they_need():
+    plain = create_model("fusion_moe", visual={"v": 8}, audio={"a": 4}, output_size=2)
+    temporal = create_model("fusion_moe", visual={"v": 8}, audio={"a": 4}, output_size=2, temporal=True).eval()
+    assert plain.context_rows == 0 and temporal.context_rows == 1 + 2 + 4
+    x = {"v": torch.randn(1, 40, 8), "a": torch.randn(1, 40, 4)}
+    changed = {"v": x["v"].clone(), "a": x["a"]}
+    changed["v"][0, 30] += 5.0  # rows more than context_rows away cannot see it
+    difference = (temporal(changed) - temporal(x)).abs().sum(-1)[0]
+    assert difference[30 - 7:30 + 8].gt(0).all() and difference[:30 - 7].eq(0).all() and difference[38:].eq(0).all()
+
+
+def test_registry_lists_the_valid_names():
+    model = create_model("mlp", visual={"v": 1280}, audio={}, output_size=8)
+    assert isinstance(model, StreamMLP) and model({"v": torch.randn(3, 5, 1280)}).shape == (3, 5, 8)
     model = create_model("fusion_moe", visual={"v": 8}, audio={"a": 4}, output_size=2, activation="tanh")
     assert model({"v": torch.randn(2, 3, 8), "a": torch.randn(2, 3, 4)}).shape == (2, 3, 2)
     with pytest.raises(ValueError, match="valid models: fusion_moe, mlp"):

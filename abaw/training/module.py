@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import math
 
 import lightning as L
@@ -11,7 +12,7 @@ import torch
 from abaw.metrics import score
 from abaw.tasks import get_task
 from abaw.training.losses import TaskLoss, decide, to_probabilities
-from fusion import StreamNorm, create_model
+from fusion import create_model
 
 
 class TaskModule(L.LightningModule):
@@ -22,7 +23,8 @@ class TaskModule(L.LightningModule):
         streams: label -> (modality, dim) of every input stream.
         model: ``fusion.create_model`` arguments (``name`` plus overrides).
         fallback: None, or ``{"stream": label, "hidden": 128, ...}`` for an MLP on one stream.
-        loss: ``label_smoothing``, ``mse`` (VA), ``balance`` (router load-balancing weight).
+        loss: ``label_smoothing``, ``mse`` (VA), ``balance`` (weight of the model's auxiliary loss: the router's load balance
+            for ``fusion_moe``).
         optim: ``lr``, ``weight_decay``, ``warmup_fraction``.
     """
 
@@ -44,17 +46,27 @@ class TaskModule(L.LightningModule):
         if fallback:
             fallback = dict(fallback)
             self.fallback_stream = fallback.pop("stream")
-            self.fallback_norm = StreamNorm(streams[self.fallback_stream][1])
-            self.fallback = create_model("mlp", input_dim=streams[self.fallback_stream][1],
+            modality, dim = streams[self.fallback_stream]
+            single = {self.fallback_stream: dim}
+            self.fallback = create_model("mlp", visual=single if modality == "visual" else {},
+                                         audio=single if modality == "audio" else {},
                                          output_size=self.task.output_size, activation=activation, **fallback)
         self._outputs: list = []
 
+    def setup(self, stage: str) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_backend() == "gloo":
+            # Lightning destroys only NCCL process groups at exit. A gloo group left to the
+            # interpreter's shutdown is torn down with its threads still joinable, which aborts
+            # a rank process now and then ("terminate called without an active exception").
+            atexit.register(_destroy_process_group)
+
     def set_training_statistics(self, stats: dict, loss_weights: torch.Tensor | None) -> None:
         """Stream statistics from the training split, and class / positive weights of the loss."""
-        for label, s in stats.items():
-            self.model.fusion.norms[label].set_statistics(torch.tensor(s["mean"]), torch.tensor(s["std"]))
-            if label == self.fallback_stream:
-                self.fallback_norm.set_statistics(torch.tensor(s["mean"]), torch.tensor(s["std"]))
+        tensors = {label: (torch.tensor(s["mean"]), torch.tensor(s["std"])) for label, s in stats.items()}
+        self.model.set_stream_statistics(tensors)
+        if self.fallback_stream is not None:
+            self.fallback.set_stream_statistics(tensors)
         if loss_weights is not None:
             self.criterion.weights.copy_(loss_weights)
 
@@ -65,14 +77,14 @@ class TaskModule(L.LightningModule):
         output = self.model(streams, batch["present"], mask)
         fallback = None
         if self.fallback_stream is not None:
-            fallback = self.fallback(self.fallback_norm(streams[self.fallback_stream]))
+            fallback = self.fallback({self.fallback_stream: streams[self.fallback_stream]}, batch["present"], mask)
         return output, fallback
 
     def _loss(self, batch: dict) -> torch.Tensor:
         output, fallback = self(batch)
         labels, valid = batch["labels"].flatten(0, 1), batch["valid"].flatten(0, 1)
         loss = self.criterion(output.flatten(0, 1), labels, valid)
-        loss = loss + self.loss_options["balance"] * self.model.head.balance_loss
+        loss = loss + self.loss_options["balance"] * self.model.aux_loss()
         if fallback is not None:
             # Only frames with the fallback's input present teach it anything.
             face = batch["present"][self.fallback_stream].flatten(0, 1)
@@ -95,14 +107,16 @@ class TaskModule(L.LightningModule):
         self._outputs.append([p.detach().float().cpu().numpy() for p in parts])
 
     def on_validation_epoch_end(self) -> None:
-        if not self._outputs:
-            return
         parts = [np.concatenate(column) for column in zip(*self._outputs)]
         self._outputs.clear()
         if self.trainer.world_size > 1:
+            # Every rank joins the gather, also one that had no validation windows (it sends
+            # nothing): returning before it would leave the others waiting for ever.
             gathered: list = [None] * self.trainer.world_size
             torch.distributed.all_gather_object(gathered, parts)
-            parts = [np.concatenate(column) for column in zip(*gathered)]
+            parts = [np.concatenate(column) for column in zip(*(g for g in gathered if g))]
+        if not parts:
+            return
         parts = deduplicate(parts)
         _, _, probabilities, labels, valid, *fallback = parts
         value = score(self.task, labels, decide(self.task, probabilities), valid).value
@@ -129,3 +143,8 @@ def deduplicate(parts: list[np.ndarray]) -> list[np.ndarray]:
     keys = parts[0].astype(np.int64) * (1 << 32) + parts[1].astype(np.int64)
     _, first = np.unique(keys, return_index=True)
     return [p[first] for p in parts]
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
