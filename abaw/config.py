@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,7 +94,7 @@ class TrainConfig:
 
     task: str = "expr"
     features: list[str] = field(default_factory=list)
-    model: dict[str, Any] = field(default_factory=lambda: {"name": "fusion_moe", "hidden": 128, "experts": 4})
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "fusion_moe", "hidden": 128})
     fallback: dict[str, Any] | None = None
     window: int = 32
     batch_size: int = 16
@@ -117,11 +119,17 @@ class CVConfig:
 
     ``primary`` / ``secondary`` name the two sources of the EXPR confidence fallback:
     ``fusion`` (the fusion model), ``fallback`` (the MLP), ``emotion_logits`` (a pretrained
-    emotion classifier's logits cached by the EfficientNet extractor), or null.
+    emotion classifier's logits cached by the EfficientNet extractor), or null. ``search``
+    narrows the post-processing candidates tuned out of fold (``fill``, ``window``, ``filter``,
+    ``tau``; see ``abaw.postprocess.search_space``), as a recipe fixes its smoothing.
+    ``ensemble``: how ``abaw predict`` averages the fold models, ``probabilities`` or
+    ``logits`` (the mean log-odds, then back to probabilities).
     """
 
     primary: str = "fusion"
     secondary: str | None = "fallback"
+    search: dict[str, list] = field(default_factory=dict)
+    ensemble: str = "probabilities"
 
 
 @dataclass(frozen=True)
@@ -218,12 +226,36 @@ def git_commit(directory: Path | None = None) -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+# The run directory of the main process, inherited by the rank processes a launcher starts.
+RUN_DIR_ENV = "ABAW_RUN_DIR"
+
+
+def is_main_process() -> bool:
+    """False in a process started for a distributed rank other than 0.
+
+    Lightning's ``ddp`` strategy runs the same command line again in every rank process (with
+    ``LOCAL_RANK``/``NODE_RANK`` set), torchrun and SLURM set ``RANK``/``SLURM_PROCID``: what a
+    command does outside ``Trainer.fit`` (directories, predictions, files) must happen once.
+    """
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name]) == 0
+    return os.environ.get("NODE_RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 def make_run_dir(config: Config, kind: str, argv: list[str] | None = None, path: Path | None = None) -> Path:
     """Create ``<runs_dir>/<name>-<kind>-<time>/`` (or ``path``, which may already exist)
-    holding the resolved ``config.yaml`` and ``run.json`` (git commit, command line, time)."""
+    holding the resolved ``config.yaml`` and ``run.json`` (git commit, command line, time).
+
+    Only the main process creates and writes; it also exports the directory (``ABAW_RUN_DIR``)
+    so that the rank processes a launcher starts from it use the same one without writing.
+    """
+    if not is_main_process():
+        return path or Path(os.environ.get(RUN_DIR_ENV) or tempfile.mkdtemp(prefix=f"{config.name}-{kind}-rank-"))
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     run_dir = path or Path(config.runs_dir) / f"{config.name}-{kind}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=path is not None)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
     (run_dir / "config.yaml").write_text(to_yaml(config))
     info = {
         "kind": kind,

@@ -11,96 +11,80 @@ predictions only; the parameters saved for the test set are tuned on all of them
 
 from __future__ import annotations
 
-import hashlib
-import json
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from abaw.config import Config, make_run_dir
+from abaw.config import Config, is_main_process
 from abaw.data import resolve_tasks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
 from abaw.metrics import score
 from abaw.postprocess import PostParams, TrackOutput, apply, tune
 from abaw.report import write_report
+from abaw.rundir import SOURCES, CVDir, config_hash, source_values
 from abaw.tasks import Task, get_task
 from abaw.training.losses import decide
 from abaw.training.train import predict_frames, train
 
 
-def config_hash(config: Config) -> str:
-    """Hash of everything that changes a fold's model (not where runs are written)."""
-    relevant = {k: getattr(config, k) for k in ("seed", "data", "folds", "train")}
-    relevant["features"] = config.extract.features
-    relevant["cache"] = config.extract.cache
-    return hashlib.sha256(repr(relevant).encode()).hexdigest()[:16]
-
-
-def cv_dir(config: Config) -> Path:
-    return Path(config.runs_dir) / f"{config.name}-cv-{config.train.task}"
-
-
-def save_predictions(path: Path, predictions: dict[str, dict[str, np.ndarray]]) -> None:
-    """Per-track prediction arrays in one ``.npz`` (keys ``<track>::<name>``)."""
-    arrays = {f"{track}::{name}": value for track, result in predictions.items() for name, value in result.items()}
-    np.savez(path, **arrays)
-
-
-def load_predictions(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    result: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(path) as data:
-        for key in data.files:
-            track, name = key.split("::")
-            result.setdefault(track, {})[name] = data[key]
-    return result
-
-
 def track_output(prediction: dict[str, np.ndarray], primary: str, secondary: str | None) -> TrackOutput:
     """The post-processing input of one track from its prediction arrays."""
-
-    def source(name: str | None) -> np.ndarray | None:
-        if name is None:
-            return None
-        if name == "fusion":
-            return prediction["probabilities"]
-        if name == "emotion_logits" and "emotion_logits" in prediction:
-            logits = prediction["emotion_logits"].astype(np.float64)
-            exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-            return exp / exp.sum(axis=1, keepdims=True)
-        if name in prediction:
-            return prediction[name]
-        return None
-
-    first = source(primary)
+    first = source_values(prediction, primary)
     if first is None:
         raise DataError(Path(primary), f"no {primary!r} predictions: is it trained or extracted?")
-    return TrackOutput(first, prediction["present"].astype(bool), source(secondary))
+    return TrackOutput(first, prediction["present"].astype(bool), source_values(prediction, secondary))
 
 
-def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -> Path:
-    """Train (or reuse) the requested folds and store their out-of-fold predictions."""
+def source_scores(task: Task, held_out: dict[int, list[Track]], oof: dict[int, dict]) -> dict[str, dict]:
+    """Per fold, mean and std of the official score of each source every held-out track has,
+    decided without post-processing: ``{source: {"folds": {k: score}, "mean", "std"}}``."""
+    scores = {}
+    for name in SOURCES:
+        folds = {}
+        for k, tracks in held_out.items():
+            values = [source_values(oof[k][t.id], name) for t in tracks]
+            if any(v is None for v in values):
+                break
+            folds[k] = _score(task, [t.labels for t in tracks], [decide(task, v) for v in values],
+                              [t.valid for t in tracks])
+        else:
+            array = np.array(list(folds.values()))
+            scores[name] = {"folds": folds, "mean": float(array.mean()), "std": float(array.std())}
+    return scores
+
+
+def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -> CVDir:
+    """Train the requested folds (default all) that are not finished under this configuration,
+    and store their out-of-fold predictions; a fold finished under it is reused."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     task = resolve_tasks(config.data.root, [config.train.task])[0]
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
                                  seed=config.folds.seed)
-    run_dir = make_run_dir(config, f"cv-{task.name}", path=cv_dir(config))
+    main = is_main_process()
+    cv = CVDir.for_config(config, create=main)
     wanted = list(range(folds.k)) if folds_to_run is None else folds_to_run
     digest = config_hash(config)
+    finished, stale = cv.status(folds.k, digest)
     for k in wanted:
         if not 0 <= k < folds.k:
             raise ValueError(f"fold {k} outside 0..{folds.k - 1}")
-        fold_dir = run_dir / f"fold{k}"
-        done = fold_dir / "done.json"
-        if done.exists() and json.loads(done.read_text()).get("config") == digest:
+        if k in finished:
             log(f"{task.name.upper()} fold {k}: finished earlier, reused")
             continue
+        if k in stale:
+            log(f"{task.name.upper()} fold {k}: trained under another configuration, training again")
+        fold_dir = cv.fold_dir(k)
+        if main and fold_dir.exists() and config.train.resume is None:
+            shutil.rmtree(fold_dir)  # what an unfinished or outdated run left: checkpoints, logs
         fold_dir.mkdir(exist_ok=True)
         result = train(config, fold_dir, fold=k, log=log, select=False)
+        if not main:  # a rank process of a distributed fit: rank 0 predicts and records the fold
+            continue
         held_out = [t for t in tracks[task] if folds.fold_of(t) == k]
         predictions = predict_frames(result.best_checkpoint, config, held_out)
-        save_predictions(fold_dir / "oof.npz", predictions)
         # The number report.md shows for this fold ("model"): the configured primary source over
         # the held-out rows, pooled; Lightning's val/score is a running metric of the fusion model.
         held_out_score = _score(task, [t.labels for t in held_out],
@@ -108,41 +92,35 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
                                                            config.cv.secondary).primary) for t in held_out],
                                 [t.valid for t in held_out])
         log(f"{task.name.upper()} fold {k}: held-out score {held_out_score:.4f} ({config.cv.primary}, as in report.md)")
-        done.write_text(json.dumps({"config": digest, "score": held_out_score,
-                                    "checkpoint": str(result.best_checkpoint.resolve().relative_to(run_dir.resolve()))},
-                                   indent=1))
-    return run_dir
+        cv.finish_fold(k, digest, result.best_checkpoint, held_out_score, predictions)
+    return cv
 
 
-def finished_folds(run_dir: Path, k: int) -> list[int]:
-    return [f for f in range(k) if (run_dir / f"fold{f}" / "done.json").exists()]
-
-
-def summarise(config: Config, run_dir: Path, log=None) -> dict:
-    """Score every finished fold before and after post-processing, tune ``postprocess.json``
-    on all out-of-fold predictions, and return the summary written to ``cv.json``."""
+def summarise(config: Config, cv: CVDir, log=None) -> dict:
+    """Score every fold before and after post-processing, tune ``postprocess.json`` on all
+    out-of-fold predictions, and return the summary written to ``cv.json``."""
     task = get_task(config.train.task)
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
                                  seed=config.folds.seed)
-    done = finished_folds(run_dir, folds.k)
-    if len(done) < 2:
-        raise DataError(run_dir, f"{len(done)} finished fold(s); post-processing needs at least 2")
+    cv.checkpoints(folds.k, config_hash(config))  # every fold finished under this configuration
     per_fold: dict[int, tuple[list[Track], list[TrackOutput]]] = {}
-    for k in done:
-        predictions = load_predictions(run_dir / f"fold{k}" / "oof.npz")
+    oof = {k: cv.oof(k) for k in range(folds.k)}
+    for k in range(folds.k):
         held_out = [t for t in tracks[task] if folds.fold_of(t) == k]
-        per_fold[k] = (held_out, [track_output(predictions[t.id], config.cv.primary, config.cv.secondary)
+        per_fold[k] = (held_out, [track_output(oof[k][t.id], config.cv.primary, config.cv.secondary)
                                   for t in held_out])
-    summary, pooled, final = nested_postprocess(task, per_fold)
-    (run_dir / "postprocess.json").write_text(json.dumps(final.to_json(), indent=1))
+    summary, pooled, final = nested_postprocess(task, per_fold, config.cv.search)
+    summary["primary"] = config.cv.primary
+    summary["sources"] = source_scores(task, {k: held for k, (held, _) in per_fold.items()}, oof)
+    cv.save_postprocess(final)
     summary["postprocess"] = final.to_json()
-    (run_dir / "cv.json").write_text(json.dumps(summary, indent=1))
-    write_report(task, run_dir, summary, pooled, per_fold)
+    cv.save_summary(summary)
+    write_report(task, cv.path, summary, pooled, per_fold)
     return summary
 
 
-def nested_postprocess(task: Task, per_fold: dict[int, tuple[list[Track], list[TrackOutput]]]
-                       ) -> tuple[dict, dict, PostParams]:
+def nested_postprocess(task: Task, per_fold: dict[int, tuple[list[Track], list[TrackOutput]]],
+                       search: dict | None = None) -> tuple[dict, dict, PostParams]:
     """Per-fold scores before and after post-processing, where fold k's parameters are tuned
     on the other folds only; and the parameters tuned on every fold, for the test set.
 
@@ -153,7 +131,7 @@ def nested_postprocess(task: Task, per_fold: dict[int, tuple[list[Track], list[T
     summary: dict = {"task": task.name, "folds": {}}
     pooled: dict[str, list] = {"labels": [], "valid": [], "raw": [], "post": []}
     for k, (held_out, outputs) in per_fold.items():
-        params = tune(task.name, *_flatten([per_fold[other] for other in per_fold if other != k]))
+        params = tune(task.name, *_flatten([per_fold[other] for other in per_fold if other != k]), search)
         labels, valid = [t.labels for t in held_out], [t.valid for t in held_out]
         raw = [decide(task, o.primary) for o in outputs]
         post = [apply(task, params, o) for o in outputs]
@@ -166,7 +144,7 @@ def nested_postprocess(task: Task, per_fold: dict[int, tuple[list[Track], list[T
         result = score(task, np.concatenate(pooled["labels"]), np.concatenate(pooled[stage]),
                        np.concatenate(pooled["valid"]))
         summary[f"pooled_{stage}"] = {"value": result.value, "parts": result.parts}
-    final = tune(task.name, *_flatten(list(per_fold.values())))
+    final = tune(task.name, *_flatten(list(per_fold.values())), search)
     return summary, pooled, final
 
 
@@ -184,16 +162,17 @@ def _score(task: Task, labels, decisions, valid) -> float:
 
 
 def run_cv(config: Config, folds_to_run: list[int] | None = None, log=None) -> tuple[Path, dict | None]:
-    """``abaw cv``: the requested folds, then the summary once at least two folds exist."""
-    run_dir = run_folds(config, folds_to_run, log)
-    k = config.folds.k
-    if len(finished_folds(run_dir, k)) < k:
-        return run_dir, None
-    return run_dir, summarise(config, run_dir, log)
-
-
-def load_postprocess(run_dir: Path) -> PostParams:
-    path = Path(run_dir) / "postprocess.json"
-    if not path.exists():
-        raise DataError(path, "no post-processing parameters; run abaw cv over every fold first")
-    return PostParams.from_json(json.loads(path.read_text()))
+    """``abaw cv``: the requested folds, then the summary once every fold is finished under
+    this configuration (folds finished under another one are named in the log)."""
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    cv = run_folds(config, folds_to_run, log)
+    if not is_main_process():
+        return cv.path, None
+    finished, stale = cv.status(config.folds.k, config_hash(config))
+    if len(finished) < config.folds.k:
+        if stale:
+            folds = ",".join(map(str, stale))
+            log(f"fold(s) {folds} of {cv.path} were trained under another configuration: they are not summarised "
+                f"with this one; run abaw cv --config <this config> --folds {folds} (or without --folds)")
+        return cv.path, None
+    return cv.path, summarise(config, cv, log)

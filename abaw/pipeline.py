@@ -23,8 +23,14 @@ from abaw.extraction import run_extract
 from abaw.folds import ensure_folds
 from abaw.inspection import format_report, inspect_root
 from abaw.metrics import score
-from abaw.predict import predict, submit
+from abaw.predict import predict
+from abaw.rundir import SOURCES
+from abaw.submit import submit
 from abaw.tasks import Task
+
+
+def _cell(mean: float, std: float) -> str:
+    return f"{mean:>8.4f} ± {std:.4f}"
 
 
 def log(message: str) -> None:
@@ -98,17 +104,20 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
         written += submit(cv_dir, submission_dir)
         table.append((name, summary, baseline_cv(task_config, task), cv_dir))
 
-    lines = [f"{'task':<5} {'trivial baseline':>18} {'model':>18} {'post-processed':>18}"]
+    lines = [f"{'task':<5} {'trivial baseline':>17}" + "".join(f" {label:>17}" for label in SOURCES.values())
+             + f" {'post-processed':>17}"]
     for name, summary, (base_mean, base_std), _ in table:
-        lines.append(f"{name.upper():<5} {base_mean:>10.4f} ± {base_std:.4f} "
-                     f"{summary['raw']['mean']:>10.4f} ± {summary['raw']['std']:.4f} "
-                     f"{summary['post']['mean']:>10.4f} ± {summary['post']['std']:.4f}")
+        cells = [_cell(base_mean, base_std)]
+        cells += [_cell(part["mean"], part["std"]) if (part := summary["sources"].get(source)) else f"{'-':>17}"
+                  for source in SOURCES]
+        lines.append(f"{name.upper():<5} " + " ".join(cells + [_cell(summary["post"]["mean"], summary["post"]["std"])]))
     result = "\n".join(lines)
     (run_dir / "scores.txt").write_text(result + "\n")
-    (run_dir / "scores.json").write_text(json.dumps({name: {"baseline": [b, s], "raw": summ["raw"],
+    (run_dir / "scores.json").write_text(json.dumps({name: {"baseline": [b, s], "sources": summ["sources"],
                                                             "post": summ["post"], "cv_dir": str(d)}
                                                      for name, summ, (b, s), d in table}, indent=1) + "\n")
-    print(f"\n{config.folds.k}-fold cross-validation on train ∪ validation (official metric, mean ± std)")
+    print(f"\n{config.folds.k}-fold cross-validation on train ∪ validation (official metric, mean ± std: each "
+          "source as it is, then post-processed)")
     print(result)
     print("\nreports: " + ", ".join(str(d / "report.md") for *_, d in table))
     print("submission files:")

@@ -2,7 +2,8 @@
 identically by cross-validation scoring and by submission.
 
 Per track, in this order: fill the frames without a face (keep the model's audio-driven
-output, or interpolate the neighbours), smooth over a centred window (mean or median), then
+output, interpolate the neighbours, or smooth over the face frames alone and interpolate
+between them: ``skip``), smooth over a centred window (mean or median), then
 decide: EXPR per-class logit bias and the confidence fallback between two sources, AU
 per-label thresholds, VA clamp to [-1, 1], VD threshold. The parameters are data
 (:class:`PostParams`, saved as ``postprocess.json``), chosen by :func:`tune` on out-of-fold
@@ -21,6 +22,8 @@ from abaw.metrics import score
 from abaw.tasks import Task, get_task
 
 BASIC = 7  # the first seven EXPR classes are the basic expressions; the fallback ignores Other
+FILLS = ("model", "interpolate", "skip")
+FILTERS = ("mean", "median")
 WINDOWS = (1, 5, 11, 21, 51, 101)
 TAUS = (0.5, 0.6, 0.7, 0.8, 0.9)
 BIASES = np.round(np.linspace(-1.5, 1.5, 13), 3)
@@ -43,7 +46,7 @@ class PostParams:
     """Post-processing parameters of one task (JSON-serialisable through ``asdict``)."""
 
     task: str
-    fill: str = "model"  # "model" or "interpolate"
+    fill: str = "model"  # "model", "interpolate" or "skip" (smooth the face frames only)
     window: int = 1
     filter: str = "mean"  # "mean" or "median"
     tau: float | None = None  # EXPR: primary wins where its top basic-class probability > tau
@@ -86,6 +89,12 @@ def smooth(values: np.ndarray, window: int, kind: str = "mean") -> np.ndarray:
 def _prepare(values: np.ndarray | None, present: np.ndarray, params: PostParams) -> np.ndarray | None:
     if values is None:
         return None
+    if params.fill == "skip" and present.any():
+        # The window runs over the face frames as one sequence, so a faceless stretch neither
+        # enters a window nor shortens one; faceless rows then take their smoothed neighbours.
+        smoothed = np.zeros_like(values, dtype=np.float64)
+        smoothed[present] = smooth(values[present], params.window, params.filter)
+        return fill_missing(smoothed, present)
     filled = fill_missing(values, present) if params.fill == "interpolate" else values
     return smooth(filled, params.window, params.filter)
 
@@ -122,31 +131,58 @@ def evaluate(task: Task, params: PostParams, outputs: list[TrackOutput], labels:
     return score(task, np.concatenate(labels), decided, np.concatenate(valid)).value
 
 
-def tune(task_name: str, outputs: list[TrackOutput], labels: list[np.ndarray], valid: list[np.ndarray]) -> PostParams:
+def search_space(search: dict | None = None) -> dict[str, tuple]:
+    """The candidates :func:`tune` tries for ``fill``, ``window``, ``filter`` and ``tau``: the
+    defaults, each replaceable by a list in ``search`` (a recipe fixing, say, a median filter of
+    101 frames that skips faceless frames: ``{fill: [skip], filter: [median], window: [101]}``).
+
+    Raises:
+        ValueError: an unknown key or value, naming the valid ones.
+    """
+    space = {"fill": FILLS, "window": WINDOWS, "filter": FILTERS, "tau": TAUS}
+    for key, values in (search or {}).items():
+        if key not in space:
+            raise ValueError(f"cv.search.{key}: unknown; valid keys: {', '.join(space)}")
+        values = tuple(values)
+        if not values:
+            raise ValueError(f"cv.search.{key}: give at least one value")
+        if key in ("fill", "filter") and not set(values) <= set(space[key]):
+            raise ValueError(f"cv.search.{key}={list(values)}: valid values are {', '.join(space[key])}")
+        space[key] = values
+    return space
+
+
+def tune(task_name: str, outputs: list[TrackOutput], labels: list[np.ndarray], valid: list[np.ndarray],
+         search: dict | None = None) -> PostParams:
     """Choose fill, window, filter, then (EXPR) tau and per-class biases, (AU) per-label
-    thresholds or (VD) the threshold, greedily, by the official score on the given tracks."""
+    thresholds or (VD) the threshold, greedily, by the official score on the given tracks,
+    among the candidates of :func:`search_space`."""
     task = get_task(task_name)
+    space = search_space(search)
     longest = max(len(o.present) for o in outputs)
     best = PostParams(task=task.name, bias=[0.0] * task.output_size if task.kind == "multiclass" else [],
                       thresholds=[0.5] * task.output_size if task.kind in ("multilabel", "binary") else [])
+    # The starting point is inside the space too, so a fixed choice holds even if it scores lower.
+    best = replace(best, fill=space["fill"][0], window=space["window"][0], filter=space["filter"][0])
     best_score = evaluate(task, best, outputs, labels, valid)
 
     # Two rounds of coordinate ascent: the best window depends on the thresholds and back.
     for _ in range(2):
-        best, best_score = _tune_round(task, best, best_score, outputs, labels, valid, longest)
+        best, best_score = _tune_round(task, best, best_score, outputs, labels, valid, longest, space)
     return best
 
 
 def _tune_round(task: Task, best: PostParams, best_score: float, outputs: list[TrackOutput],
-                labels: list[np.ndarray], valid: list[np.ndarray], longest: int) -> tuple[PostParams, float]:
+                labels: list[np.ndarray], valid: list[np.ndarray], longest: int,
+                space: dict[str, tuple]) -> tuple[PostParams, float]:
     def consider(candidate: PostParams, tracks: list[TrackOutput]) -> None:
         nonlocal best, best_score
         value = evaluate(task, candidate, tracks, labels, valid)
         if value > best_score + 1e-12:
             best, best_score = candidate, value
 
-    for fill, window, kind in itertools.product(("model", "interpolate"), WINDOWS, ("mean", "median")):
-        if window <= max(longest, 1):
+    for fill, window, kind in itertools.product(space["fill"], space["window"], space["filter"]):
+        if window <= max(longest, 1) or len(space["window"]) == 1:
             consider(replace(best, fill=fill, window=window, filter=kind), outputs)
     # The decision parameters below do not change filling and smoothing: do those once.
     chosen = best
@@ -155,7 +191,7 @@ def _tune_round(task: Task, best: PostParams, best_score: float, outputs: list[T
     best = replace(best, fill="model", window=1)
     if task.kind == "multiclass":
         if any(o.secondary is not None for o in prepared):
-            for tau in TAUS:
+            for tau in space["tau"]:
                 consider(replace(best, tau=tau), prepared)
         for k in range(task.output_size):
             for value in BIASES:

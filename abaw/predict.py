@@ -1,30 +1,52 @@
-"""``abaw predict`` and ``abaw submit``: the fold ensemble on the test tracks, the saved
-post-processing, and the submission files, checked against the templates before writing."""
+"""``abaw predict``: the fold ensemble of a CV directory on a split's tracks, with the saved
+post-processing (the submission files are written from its output by :mod:`abaw.submit`)."""
 
 from __future__ import annotations
 
-import json
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from abaw.config import Config, load_run_config
-from abaw.cv import load_postprocess, load_predictions, save_predictions, track_output
+from abaw.cv import track_output
 from abaw.data import load_tracks
-from abaw.data.records import DataError, Track
+from abaw.data.records import DataError
 from abaw.postprocess import apply
+from abaw.rundir import CVDir, config_hash
 from abaw.score import normalise_split
 from abaw.tasks import Task, get_task
 from abaw.training.train import predict_frames
-from submissions.formats import TrackRows
-from submissions.writer import write_dvd_folder, write_per_track, write_task_file
 
 AVERAGED = ("probabilities", "fallback")
 
 
-def _split(name: str) -> str:
+def _log_odds(task: Task, p: np.ndarray) -> np.ndarray:
+    """Probabilities -> logits: log-probabilities of classes (softmax), log-odds of labels."""
+    if task.kind == "regression":
+        return p
+    p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) if task.kind == "multiclass" else np.log(p / (1 - p))
+
+
+def _from_log_odds(task: Task, z: np.ndarray) -> np.ndarray:
+    if task.kind == "regression":
+        return z
+    if task.kind == "multiclass":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return 1 / (1 + np.exp(-z))
+
+
+def _identity(task: Task, values: np.ndarray) -> np.ndarray:
+    return values
+
+
+# How fold models are averaged: (into the averaged space, back to probabilities).
+ENSEMBLES = {"probabilities": (_identity, _identity), "logits": (_log_odds, _from_log_odds)}
+
+
+def split_name(name: str) -> str:
+    """``test`` or the normalised name of a labelled split (``Validation_Set`` -> ``validation``)."""
     return "test" if name.lower() in ("test", "test_set") else normalise_split(name)
 
 
@@ -37,87 +59,35 @@ def warn_in_sample(split: str, log) -> None:
             "report.md).")
 
 
-def fold_checkpoints(run_dir: Path, config: Config) -> list[Path]:
-    """The checkpoint of every fold; DataError naming the first fold that is not finished."""
-    paths = []
-    for k in range(config.folds.k):
-        done = run_dir / f"fold{k}" / "done.json"
-        if not done.exists():
-            raise DataError(done, f"fold {k} is not finished; run abaw cv first")
-        paths.append(run_dir / json.loads(done.read_text())["checkpoint"])
-    return paths
-
-
 def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
     """Average the fold models over ``split``'s tracks, apply ``postprocess.json`` and save
     ``predictions-<split>.npz`` (per track: averaged arrays and the decided ``values``)."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
+    cv = CVDir(run_dir)
+    config = cv.config()
     task = get_task(config.train.task)
-    split = _split(split)
+    split = split_name(split)
     tracks = load_tracks(config.data.root, task, splits=(split,))
     if not tracks:
         raise DataError(Path(config.data.root), f"no {split} tracks for {task.name.upper()}")
     warn_in_sample(split, log)
-    params = load_postprocess(run_dir)
-    checkpoints = fold_checkpoints(run_dir, config)
+    # Every fold trained under the configuration the directory holds, or a refusal naming them.
+    checkpoints = cv.checkpoints(config.folds.k, config_hash(config))
+    params = cv.postprocess()
+    if config.cv.ensemble not in ENSEMBLES:
+        raise ValueError(f"cv.ensemble={config.cv.ensemble!r}: choose one of {', '.join(ENSEMBLES)}")
     totals: dict[str, dict[str, np.ndarray]] = {}
-    for k, checkpoint in enumerate(checkpoints):
-        log(f"{task.name.upper()} {split}: fold {k} model over {len(tracks)} tracks")
+    log(f"{task.name.upper()} {split}: {len(checkpoints)} fold models over {len(tracks)} tracks")
+    for checkpoint in checkpoints:
         for track_id, arrays in predict_frames(checkpoint, config, tracks).items():
             entry = totals.setdefault(track_id, {k: v for k, v in arrays.items() if k not in AVERAGED})
             for name in AVERAGED:
                 if name in arrays:
-                    entry[name] = entry.get(name, 0.0) + arrays[name] / len(checkpoints)
+                    entry[name] = entry.get(name, 0.0) + ENSEMBLES[config.cv.ensemble][0](task, arrays[name])
+    for arrays in totals.values():
+        for name in AVERAGED:
+            if name in arrays:
+                arrays[name] = ENSEMBLES[config.cv.ensemble][1](task, arrays[name] / len(checkpoints))
     for arrays in totals.values():
         arrays["values"] = apply(task, params, track_output(arrays, config.cv.primary, config.cv.secondary))
-    path = run_dir / f"predictions-{split}.npz"
-    save_predictions(path, totals)
-    return path
-
-
-def submission_rows(tracks: list[Track], predictions: dict[str, dict[str, np.ndarray]]) -> dict[str, TrackRows]:
-    """The rows of each track in its template order: frame ``f`` takes row ``f - 1``."""
-    rows = {}
-    for track in tracks:
-        if track.id not in predictions:
-            raise DataError(track.source, f"no prediction for track {track.id}; run abaw predict")
-        values = predictions[track.id]["values"]
-        rows[track.id] = TrackRows(track.frames, values[track.frames - 1], np.arange(len(track.frames)), track.source)
-    return rows
-
-
-def submit(run_dir: str | Path, out: str | Path, split: str = "test", layout: str = "per-task") -> list[Path]:
-    """Write the submission of a CV run's task into ``out``; returns the files written.
-
-    Aff-Wild2: ``<TASK>.txt`` with the template's rows in its order (``per-task``), or
-    ``<TASK>/<track>.txt`` files (``per-track``, up to the 5th edition). DVD: one CSV per
-    video copying its template's header and rows, and ``VD.zip`` holding them flat.
-    """
-    run_dir, out = Path(run_dir), Path(out)
-    config = load_run_config(run_dir)
-    task = get_task(config.train.task)
-    split = _split(split)
-    warn_in_sample(split, lambda message: print(message, file=sys.stderr, flush=True))
-    path = run_dir / f"predictions-{split}.npz"
-    if not path.exists():
-        raise DataError(path, "no predictions; run abaw predict first")
-    tracks = load_tracks(config.data.root, task, splits=(split,))
-    rows = submission_rows(tracks, load_predictions(path))
-    expected = {t.id: t.frames for t in tracks}
-    if task.dataset == "dvd":
-        headers = {t.id: t.source.read_text(encoding="utf-8-sig").splitlines()[0].strip() for t in tracks}
-        if split != "test":  # annotations are not templates: the organisers' header is the format's
-            headers = {k: ",".join(task.submission_header) for k in headers}
-        written = write_dvd_folder(out / task.name.upper(), expected, rows, headers)
-        archive = out / f"{task.name.upper()}.zip"
-        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
-            for file in written:
-                z.write(file, file.name)
-        return written + [archive]
-    if layout == "per-track":
-        return write_per_track(out / task.name.upper(), task, expected, rows)
-    target = out / f"{task.name.upper()}.txt"
-    write_task_file(target, task, expected, rows)
-    return [target]
+    return cv.save_predictions(split, totals)

@@ -10,6 +10,7 @@ matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from abaw.rundir import SOURCES  # noqa: E402
 from abaw.tasks import Task  # noqa: E402
 
 
@@ -26,7 +27,7 @@ def fold_bars(summary: dict, path: Path) -> str:
     post = [summary["folds"][k]["post"] for k in folds]
     figure, axis = plt.subplots(figsize=(6, 3.5))
     x = np.arange(len(folds))
-    axis.bar(x - 0.2, raw, 0.4, label="model")
+    axis.bar(x - 0.2, raw, 0.4, label=SOURCES.get(summary.get("primary"), "model"))
     axis.bar(x + 0.2, post, 0.4, label="post-processed")
     axis.set_xticks(x, [f"fold {k}" for k in folds])
     axis.set_ylabel("official score")
@@ -87,14 +88,21 @@ def write_report(task: Task, run_dir: Path, summary: dict, pooled: dict, per_fol
         held_out = next(iter(per_fold.values()))[0]
         track = held_out[0]
         images.append(va_timeline(track.id, track.labels, pooled["post"][0], track.valid, run_dir / "timeline.png"))
+    sources = [name for name in SOURCES if name in summary.get("sources", {})]
+    header = [SOURCES[name] + (" (primary)" if name == summary.get("primary") else "") for name in sources]
     lines = [f"# {task.name.upper()} cross-validation", "",
-             "| fold | model | post-processed |", "|---|---|---|"]
+             "| fold | " + " | ".join(header + ["post-processed"]) + " |", "|---" * (len(sources) + 2) + "|"]
     for k in sorted(summary["folds"], key=int):
-        lines.append(f"| {k} | {summary['folds'][k]['raw']:.4f} | {summary['folds'][k]['post']:.4f} |")
-    lines.append(f"| mean ± std | {summary['raw']['mean']:.4f} ± {summary['raw']['std']:.4f} | "
-                 f"{summary['post']['mean']:.4f} ± {summary['post']['std']:.4f} |")
+        cells = [f"{summary['sources'][name]['folds'][k]:.4f}" for name in sources]
+        lines.append(f"| {k} | " + " | ".join(cells + [f"{summary['folds'][k]['post']:.4f}"]) + " |")
+    cells = [f"{summary['sources'][n]['mean']:.4f} ± {summary['sources'][n]['std']:.4f}" for n in sources]
+    lines.append("| mean ± std | " + " | ".join(cells + [f"{summary['post']['mean']:.4f} ± "
+                                                          f"{summary['post']['std']:.4f}"]) + " |")
+    lines += ["", "Each source column is that source's argmax (or threshold 0.5), no post-processing. "
+              "Post-processed: the primary source, with the fallback between sources where configured, "
+              "filled, smoothed and decided."]
     lines += ["", "Post-processed scores of fold k use parameters tuned on the other folds only.", "",
-              "| part | pooled, model | pooled, post-processed |", "|---|---|---|"]
+              "| part | pooled, primary source | pooled, post-processed |", "|---|---|---|"]
     for name, value in summary["pooled_post"]["parts"].items():
         lines.append(f"| {name} | {summary['pooled_raw']['parts'][name]:.4f} | {value:.4f} |")
     lines += ["", f"Parameters for the test set (tuned on all folds): `{summary['postprocess']}`", ""]

@@ -41,3 +41,37 @@ def test_nested_scores_cannot_exploit_a_signal_that_lives_only_in_the_held_out_f
     assert min(leaky) > 0.99  # the leak is real: seeing the fold gives a perfect score
     assert summary["post"]["mean"] < 0.8  # the nested scores did not see it
     assert len(final.thresholds) == 1 and set(summary["folds"]) == set(range(5))
+
+
+def test_a_cv_directory_never_mixes_folds_of_two_configurations(sample_root, tmp_path, capsys):
+    import yaml
+
+    from abaw.cli import main
+    from tests.test_training import FEATURES, write_synthetic_features
+
+    cache = tmp_path / "cache"
+    write_synthetic_features(sample_root, cache)
+    config = tmp_path / "expr.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "mix", "data": {"root": str(sample_root)}, "runs_dir": str(tmp_path / "runs"), "folds": {"k": 2},
+        "extract": {"cache": str(cache), "features": FEATURES},
+        "train": {"task": "expr", "features": ["face", "voice"], "epochs": 1, "window": 16, "batch_size": 8,
+                  "model": {"name": "fusion_moe", "hidden": 16, "experts": 2}}}))
+    cv_dir = tmp_path / "runs" / "mix-cv-expr"
+    assert main(["cv", "--config", str(config), "--folds", "0"]) == 0
+    assert main(["cv", "--config", str(config), "--folds", "1", "train.lr=0.01"]) == 0
+    err = capsys.readouterr().err
+    assert "fold(s) 0 of" in err and "trained under another configuration" in err
+    assert not (cv_dir / "cv.json").exists()  # not summarised together
+    assert main(["predict", "--run", str(cv_dir)]) == 1  # nor predicted together
+    assert "fold(s) 0 trained under another configuration" in capsys.readouterr().err
+    first = (cv_dir / "fold1" / "done.json").stat().st_mtime_ns
+    assert main(["cv", "--config", str(config), "train.lr=0.01"]) == 0  # all folds: fold 0 retrained
+    err = capsys.readouterr().err
+    assert "fold 0: trained under another configuration, training again" in err
+    assert "fold 1: finished earlier, reused" in err
+    assert (cv_dir / "fold1" / "done.json").stat().st_mtime_ns == first
+    assert (cv_dir / "cv.json").exists() and main(["predict", "--run", str(cv_dir)]) == 0
+    # Each fold keeps only the checkpoint it uses.
+    for k in (0, 1):
+        assert [p.name for p in (cv_dir / f"fold{k}" / "checkpoints").iterdir()] == ["last.ckpt"]

@@ -70,3 +70,42 @@ def test_tune_finds_a_planted_threshold_and_smoothing():
     params = tune("vd", outputs, labels, valid)
     assert 0.25 <= params.thresholds[0] <= 0.45  # midway between 0.2 and 0.5
     assert params.window >= 5  # the noise is frame-wise, the labels are segments
+
+
+def test_skip_smooths_over_the_face_frames_alone():
+    # Face frames 0.0, 0.0, 1.0 around a faceless stretch whose model output (0.9) must not count.
+    values = np.array([[0.0], [0.0], [0.9], [0.9], [1.0], [1.0]])
+    present = np.array([True, True, False, False, True, True])
+    out = TrackOutput(values, present)
+    # Median of 3 over the face frames [0, 0, 1, 1] -> [0, 0, 1, 1]; the faceless rows are
+    # interpolated between the smoothed 0 (row 1) and 1 (row 4): 1/3 and 2/3.
+    params = PostParams("va", fill="skip", window=3, filter="median")
+    np.testing.assert_allclose(apply(VA, params, out)[:, 0], [0.0, 0.0, 1 / 3, 2 / 3, 1.0, 1.0])
+    # Smoothing the filled track instead lets the faceless 0.9 into the windows.
+    assert apply(VA, PostParams("va", fill="model", window=3, filter="median"), out)[2, 0] == 0.9
+
+
+def test_a_recipe_can_fix_the_smoothing_it_uses():
+    rng = np.random.default_rng(1)
+    y = np.repeat(rng.integers(0, 2, 6), 20)
+    out = TrackOutput(np.clip(0.3 + 0.4 * y + rng.normal(0, 0.1, len(y)), 0, 1)[:, None], np.ones(len(y), bool))
+    labels, valid = [y[:, None].astype(float)], [np.ones((len(y), 1), bool)]
+    params = tune("vd", [out], labels, valid, {"fill": ["skip"], "filter": ["median"], "window": [101]})
+    assert (params.fill, params.filter, params.window) == ("skip", "median", 101)
+    with pytest.raises(ValueError, match="valid keys: fill, window, filter, tau"):
+        tune("vd", [out], labels, valid, {"smoothing": [3]})
+    with pytest.raises(ValueError, match="valid values are mean, median"):
+        tune("vd", [out], labels, valid, {"filter": ["gaussian"]})
+
+
+def test_logit_ensemble_is_the_mean_log_odds_and_leaves_values_alone():
+    from abaw.predict import ENSEMBLES
+
+    into, back = ENSEMBLES["logits"]
+    folds = [np.array([[0.9, 0.1]]), np.array([[0.5, 0.5]])]
+    mean = back(EXPR, sum(into(EXPR, p) for p in folds) / 2)
+    # Geometric mean of the class probabilities, renormalised: sqrt(.45) : sqrt(.05) = 3 : 1.
+    np.testing.assert_allclose(mean, [[0.75, 0.25]])
+    np.testing.assert_allclose(back(VD, (into(VD, np.array([[0.8]])) + into(VD, np.array([[0.2]]))) / 2), [[0.5]])
+    values = np.array([[-0.7, 0.4]])
+    np.testing.assert_array_equal(back(VA, into(VA, values)), values)

@@ -1,0 +1,185 @@
+"""The cross-validation directory: what it holds, written and read here only.
+
+```
+<runs_dir>/<name>-cv-<task>/
+    config.yaml, run.json      the configuration of the latest `abaw cv` call and its git commit
+    fold<k>/done.json          written last: the fold's config hash, held-out score, checkpoint
+    fold<k>/oof.npz            out-of-fold predictions, per track (keys <track>::<array>)
+    fold<k>/checkpoints/       only the checkpoint the fold uses (its last epoch)
+    postprocess.json           post-processing tuned on every fold's out-of-fold predictions
+    cv.json, report.md, *.png  the summary
+    predictions-<split>.npz    fold-ensemble predictions (abaw predict)
+```
+A fold counts as finished for a configuration only when its ``done.json`` holds that
+configuration's hash, so a directory never summarises or predicts with folds trained under
+different settings: such folds are named, and retrained when asked for. Retraining a fold
+removes the summary and the post-processing, which were tuned on the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from abaw.config import Config, load_run_config, make_run_dir
+from abaw.data.records import DataError
+from abaw.postprocess import PostParams
+
+Predictions = dict[str, dict[str, np.ndarray]]
+SUMMARY_FILES = ("postprocess.json", "cv.json", "report.md")
+
+
+# The prediction sources of a track's arrays that a CV run scores, and what reports call them.
+SOURCES = {"fusion": "trained head", "fallback": "fallback MLP", "emotion_logits": "pretrained logits"}
+
+
+def source_values(prediction: dict[str, np.ndarray], name: str | None) -> np.ndarray | None:
+    """(T, K) probabilities (or values) of one source of a track's predictions: ``fusion``
+    (the trained head), ``fallback`` (its MLP), ``emotion_logits`` (a pretrained classifier's
+    cached logits, softmaxed); None if the track has no such source."""
+    if name is None:
+        return None
+    if name == "fusion":
+        return prediction["probabilities"]
+    if name == "emotion_logits" and "emotion_logits" in prediction:
+        logits = prediction["emotion_logits"].astype(np.float64)
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+    return prediction.get(name)
+
+
+def config_hash(config: Config) -> str:
+    """Hash of everything that changes a fold's model (not where runs are written)."""
+    relevant = {k: getattr(config, k) for k in ("seed", "data", "folds", "train")}
+    relevant["features"] = config.extract.features
+    relevant["faces"] = config.extract.faces
+    relevant["cache"] = config.extract.cache
+    return hashlib.sha256(repr(relevant).encode()).hexdigest()[:16]
+
+
+def save_predictions(path: Path, predictions: Predictions) -> None:
+    """Per-track prediction arrays in one ``.npz`` (keys ``<track>::<name>``), atomically."""
+    arrays = {f"{track}::{name}": value for track, result in predictions.items() for name, value in result.items()}
+    with tempfile.NamedTemporaryFile("wb", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        np.savez(f, **arrays)
+    os.replace(f.name, path)
+
+
+def load_predictions(path: Path) -> Predictions:
+    """The per-track arrays :func:`save_predictions` wrote."""
+    result: Predictions = {}
+    with np.load(path) as data:
+        for key in data.files:
+            track, name = key.split("::")
+            result.setdefault(track, {})[name] = data[key]
+    return result
+
+
+def _write_json(path: Path, value) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        json.dump(value, f, indent=1)
+    os.replace(f.name, path)
+
+
+class CVDir:
+    """One task's cross-validation directory (see the module docstring)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def for_config(cls, config: Config, create: bool = False) -> CVDir:
+        """``<runs_dir>/<name>-cv-<task>/``; with ``create`` (main process only) made if needed
+        and given the current ``config.yaml`` and ``run.json``."""
+        cv = cls(Path(config.runs_dir) / f"{config.name}-cv-{config.train.task}")
+        if create:
+            make_run_dir(config, f"cv-{config.train.task}", path=cv.path)
+        return cv
+
+    def config(self) -> Config:
+        """The configuration of the latest ``abaw cv`` call on this directory."""
+        if not (self.path / "config.yaml").is_file():
+            raise DataError(self.path, "not a CV directory (no config.yaml); run abaw cv first")
+        return load_run_config(self.path)
+
+    def fold_dir(self, k: int) -> Path:
+        return self.path / f"fold{k}"
+
+    def done(self, k: int) -> dict | None:
+        """Fold ``k``'s ``done.json`` (config hash, score, checkpoint), or None."""
+        try:
+            return json.loads((self.fold_dir(k) / "done.json").read_text())
+        except FileNotFoundError:
+            return None
+
+    def status(self, folds: int, digest: str) -> tuple[list[int], list[int]]:
+        """``(finished, stale)`` folds of ``range(folds)``: done under ``digest``, or done under
+        another configuration."""
+        finished, stale = [], []
+        for k in range(folds):
+            done = self.done(k)
+            if done is not None:
+                (finished if done["config"] == digest else stale).append(k)
+        return finished, stale
+
+    def finish_fold(self, k: int, digest: str, checkpoint: Path, score: float, predictions: Predictions) -> None:
+        """Record fold ``k``: its out-of-fold predictions, then ``done.json`` (last, atomically);
+        every other checkpoint of the fold and the now outdated summary are removed."""
+        fold = self.fold_dir(k)
+        save_predictions(fold / "oof.npz", predictions)
+        for other in (fold / "checkpoints").glob("*.ckpt"):
+            if other.resolve() != checkpoint.resolve():
+                other.unlink()
+        for name in SUMMARY_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        _write_json(fold / "done.json", {"config": digest, "score": score,
+                                         "checkpoint": checkpoint.resolve().relative_to(self.path.resolve()).as_posix()})
+
+    def oof(self, k: int) -> Predictions:
+        return load_predictions(self.fold_dir(k) / "oof.npz")
+
+    def checkpoints(self, folds: int, digest: str) -> list[Path]:
+        """Every fold's checkpoint, all trained under ``digest``.
+
+        Raises:
+            DataError: naming the folds that are not finished or were trained under another
+                configuration, with the command that (re)trains them.
+        """
+        finished, stale = self.status(folds, digest)
+        missing = [k for k in range(folds) if k not in finished]
+        if missing:
+            what = "trained under another configuration" if set(missing) <= set(stale) else "not finished"
+            raise DataError(self.path, f"fold(s) {', '.join(map(str, missing))} {what}; run abaw cv --config <config> "
+                                       f"--folds {','.join(map(str, missing))} first")
+        return [self.path / self.done(k)["checkpoint"] for k in range(folds)]
+
+    def save_postprocess(self, params: PostParams) -> None:
+        _write_json(self.path / "postprocess.json", params.to_json())
+
+    def postprocess(self) -> PostParams:
+        path = self.path / "postprocess.json"
+        if not path.exists():
+            raise DataError(path, "no post-processing parameters; run abaw cv over every fold first")
+        return PostParams.from_json(json.loads(path.read_text()))
+
+    def save_summary(self, summary: dict) -> None:
+        _write_json(self.path / "cv.json", summary)
+
+    def predictions_path(self, split: str) -> Path:
+        return self.path / f"predictions-{split}.npz"
+
+    def save_predictions(self, split: str, predictions: Predictions) -> Path:
+        path = self.predictions_path(split)
+        save_predictions(path, predictions)
+        return path
+
+    def predictions(self, split: str) -> Predictions:
+        path = self.predictions_path(split)
+        if not path.exists():
+            raise DataError(path, "no predictions; run abaw predict first")
+        return load_predictions(path)

@@ -1,0 +1,62 @@
+"""``abaw submit``: the challenge files from a CV directory's predictions, checked against the
+templates (or the annotations of a labelled split) before a byte is written."""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from abaw.data import load_tracks
+from abaw.data.records import DataError, Track
+from abaw.predict import split_name, warn_in_sample
+from abaw.rundir import CVDir
+from abaw.tasks import get_task
+from submissions.formats import TrackRows
+from submissions.writer import write_dvd_folder, write_per_track, write_task_file
+
+
+def submission_rows(tracks: list[Track], predictions: dict[str, dict[str, np.ndarray]]) -> dict[str, TrackRows]:
+    """The rows of each track in its template order: frame ``f`` takes row ``f - 1``."""
+    rows = {}
+    for track in tracks:
+        if track.id not in predictions:
+            raise DataError(track.source, f"no prediction for track {track.id}; run abaw predict")
+        values = predictions[track.id]["values"]
+        rows[track.id] = TrackRows(track.frames, values[track.frames - 1], np.arange(len(track.frames)), track.source)
+    return rows
+
+
+def submit(run_dir: str | Path, out: str | Path, split: str = "test", layout: str = "per-task") -> list[Path]:
+    """Write the submission of a CV run's task into ``out``; returns the files written.
+
+    Aff-Wild2: ``<TASK>.txt`` with the template's rows in its order (``per-task``), or
+    ``<TASK>/<track>.txt`` files (``per-track``, up to the 5th edition). DVD: one CSV per
+    video copying its template's header and rows, and ``VD.zip`` holding them flat.
+    """
+    cv, out = CVDir(run_dir), Path(out)
+    config = cv.config()
+    task = get_task(config.train.task)
+    split = split_name(split)
+    warn_in_sample(split, lambda message: print(message, file=sys.stderr, flush=True))
+    predictions = cv.predictions(split)
+    tracks = load_tracks(config.data.root, task, splits=(split,))
+    rows = submission_rows(tracks, predictions)
+    expected = {t.id: t.frames for t in tracks}
+    if task.dataset == "dvd":
+        headers = {t.id: t.source.read_text(encoding="utf-8-sig").splitlines()[0].strip() for t in tracks}
+        if split != "test":  # annotations are not templates: the organisers' header is the format's
+            headers = {k: ",".join(task.submission_header) for k in headers}
+        written = write_dvd_folder(out / task.name.upper(), expected, rows, headers)
+        archive = out / f"{task.name.upper()}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            for file in written:
+                z.write(file, file.name)
+        return written + [archive]
+    if layout == "per-track":
+        return write_per_track(out / task.name.upper(), task, expected, rows)
+    target = out / f"{task.name.upper()}.txt"
+    write_task_file(target, task, expected, rows)
+    return [target]
