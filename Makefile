@@ -26,4 +26,4 @@ bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs data/sample
+	rm -rf $(VENV) runs cache data/sample

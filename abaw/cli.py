@@ -1,6 +1,7 @@
-"""The ``abaw`` command: one sub-command per step of the workflow.
+"""The abaw command: one sub-command per step of the workflow.
 
-Every entry point is ``main(argv) -> int`` so tests call it directly.
+Every entry point is ``main(argv) -> int`` so tests call it directly. The first line of this
+docstring is the description ``abaw --help`` prints, so it holds no markup.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from abaw.config import Config, ConfigError  # noqa: E402
+from abaw.config import Config, ConfigError, is_main_process  # noqa: E402
 from abaw.data.records import DataError  # noqa: E402
 from abaw.tasks import TASKS, get_task  # noqa: E402
 from features.media import MediaError  # noqa: E402
@@ -56,6 +57,7 @@ def _folds(args: argparse.Namespace) -> int:
     per_fold, pooled, distance = fold_distributions(task, tracks[task], folds)
     counts = [sum(1 for t in tracks[task] if folds.fold_of(t) == f) for f in range(folds.k)]
     print(f"{task.name.upper()} folds (k={folds.k}, seed={folds.seed}) saved in {args.out}")
+    print(f"sources cut into several videos, each kept in one fold: {len(folds.merged_sources)}")
     print("fold  tracks  L2-to-pooled  distribution")
     for fold in range(folds.k):
         shown = " ".join(f"{p:.3f}" for p in per_fold[fold])
@@ -83,8 +85,10 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, list(args.overrides))
     suffix = "" if args.fold is None else f"-fold{args.fold}"
-    run_dir = make_run_dir(config, f"train-{config.train.task}{suffix}")
-    result = train(config, run_dir, fold=args.fold)
+    # Created once train() has read its inputs: a refused run leaves no empty directory behind.
+    result = train(config, lambda: make_run_dir(config, f"train-{config.train.task}{suffix}"), fold=args.fold)
+    if not is_main_process():  # a rank process of a distributed fit: rank 0 reports
+        return 0
     print(f"{config.train.task.upper()} best validation score {result.best_score:.4f}")
     print(f"run directory: {result.run_dir}")
     return 0
@@ -93,14 +97,18 @@ def _train(args: argparse.Namespace) -> int:
 def _cv(args: argparse.Namespace) -> int:
     from abaw.config import load_config
     from abaw.cv import run_cv
+    from abaw.rundir import SOURCES
 
     config = load_config(args.config, list(args.overrides))
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     run_dir, summary = run_cv(config, folds)
+    if not is_main_process():
+        return 0
     if summary is None:
         print(f"folds trained; the report needs every fold. CV directory: {run_dir}")
         return 0
-    print(f"{config.train.task.upper()} CV: model {summary['raw']['mean']:.4f} ± {summary['raw']['std']:.4f}, "
+    scores = [f"{SOURCES[name]} {part['mean']:.4f} ± {part['std']:.4f}" for name, part in summary["sources"].items()]
+    print(f"{config.train.task.upper()} CV: {', '.join(scores)}, "
           f"post-processed {summary['post']['mean']:.4f} ± {summary['post']['std']:.4f}")
     print(f"report: {run_dir / 'report.md'}")
     return 0
@@ -114,7 +122,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from abaw.predict import submit
+    from abaw.submit import submit
 
     for path in submit(args.run, args.out, args.split, args.format):
         print(f"wrote {path}")
@@ -130,11 +138,13 @@ def _run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="abaw", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     help="the step to run (abaw COMMAND --help for its options)")
 
     p = commands.add_parser("sample-data", help="write the procedurally generated sample dataset")
     p.add_argument("out", help="folder to create (must not exist or be empty)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same bytes "
+                                                       "(default: %(default)s)")
     p.add_argument("--tracks", type=int, default=None, help="Aff-Wild2 train+validation videos")
     p.add_argument("--seconds", type=float, default=None, help="typical video duration")
     p.set_defaults(handler=_sample_data)
@@ -147,27 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_inspect)
 
     p = commands.add_parser("score", help="score a submission-format prediction file with the official metric")
-    p.add_argument("--task", required=True, choices=sorted(TASKS))
-    p.add_argument("--split", default="Validation_Set")
+    p.add_argument("--task", required=True, choices=sorted(TASKS), help="the task the predictions are for")
+    p.add_argument("--split", default="Validation_Set",
+                   help="the annotated split to score against, e.g. Train_Set (default: %(default)s)")
     p.add_argument("predictions", help="file (Aff-Wild2), or folder/zip of per-track files")
     p.add_argument("root", help="dataset root with the annotations")
     p.set_defaults(handler=_score)
 
     p = commands.add_parser("folds", help="build (or read) grouped, balanced CV folds and describe them")
-    p.add_argument("--task", required=True, choices=sorted(TASKS))
-    p.add_argument("--k", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task", required=True, choices=sorted(TASKS),
+                   help="the task whose label distribution is described (folds cover its whole dataset)")
+    p.add_argument("--k", type=int, default=5, help="number of folds (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default: %(default)s)")
     p.add_argument("--out", default=str(Config().folds_path),
                    help="the folds file, shared with abaw cv (default: %(default)s); read if it holds "
                         "folds of this root")
     p.add_argument("--rebuild", action="store_true", help="replace folds saved for this dataset")
-    p.add_argument("root")
+    p.add_argument("root", help="dataset root with the train and validation annotations")
     p.set_defaults(handler=_folds)
 
     p = commands.add_parser("extract", help="extract features once into the cache (resumable)")
     p.add_argument("--config", required=True, help="e.g. configs/extract/sample.yaml")
     p.add_argument("--devices", type=int, default=None, help="processes per node (Lightning Fabric)")
-    p.add_argument("--num-nodes", type=int, default=None)
+    p.add_argument("--num-nodes", type=int, default=None, help="machines taking part (Lightning Fabric)")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     p.set_defaults(handler=_extract)
 
@@ -191,13 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("submit", help="write the challenge files, checked against the templates")
     p.add_argument("--run", required=True, help="a CV directory with predictions (abaw predict)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test",
+                   help="the split abaw predict wrote predictions for (default: %(default)s)")
     p.add_argument("--format", default="per-task", choices=["per-task", "per-track"],
                    help="Aff-Wild2: one file per task (6th edition on) or one per track (before)")
     p.set_defaults(handler=_submit)
 
     p = commands.add_parser("run", help="run the whole workflow from a config file")
-    p.add_argument("config")
+    p.add_argument("config", help="e.g. configs/demo.yaml or configs/real/run.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     p.set_defaults(handler=_run)
     return parser

@@ -142,17 +142,23 @@ def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
         if rank == 0:
             for problem in problems:
                 log(f"  {problem}")
+        where = f"[rank {rank}] " if world > 1 else ""
+        cached = []
         for label, (name, overrides) in config.extract.extractors().items():
             extractor = create_extractor(name, **overrides).to(device)
             store = feature_store(config, dataset, label, extractor.spec, create=True)
-            log(f"[rank {rank}] {dataset} {label}: {len(jobs)} tracks -> {store.folder}")
             if extractor.spec.modality == "audio":
                 outcome = extract_audio(extractor, jobs, store, log)
             else:
                 outcome = extract_visual(extractor, jobs, store, log, device, config.extract.num_workers)
-            log(f"[rank {rank}] {dataset} {label}: {len(outcome.written)} written, "
-                f"{len(outcome.skipped)} already complete, {len(outcome.failed)} failed")
+            if outcome.written or outcome.failed:
+                log(f"{where}{dataset} {label}: {len(outcome.written)} written, {len(outcome.skipped)} already "
+                    f"complete, {len(outcome.failed)} failed -> {store.folder}")
+            else:
+                cached.append(label)
             results[f"{dataset}/{label}"] = (store, outcome)
+        if cached:
+            log(f"{where}{dataset} {', '.join(cached)}: all {len(jobs)} tracks already in the cache")
     return results
 
 

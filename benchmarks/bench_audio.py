@@ -103,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     centred_other = np.sum(unit(chunked - chunked.mean(0)) * unit(np.roll(naive - naive.mean(0), shift, axis=0)), axis=1)
     print(f"centred cosine: same frame median {np.median(centred):.3f} mean {centred.mean():.3f}; "
           f"frame 3 s away median {np.median(centred_other):.3f}")
+    # Alignment: shift one path against the other; agreement must peak at offset 0.
+    offsets = range(-15, 16)
+    agreement = [float(np.mean(np.sum(unit(chunked - chunked.mean(0)) * unit(np.roll(naive - naive.mean(0), o, axis=0)),
+                                      axis=1)[15:-15])) for o in offsets]
+    best = list(offsets)[int(np.argmax(agreement))]
+    print(f"alignment: mean centred cosine by frame offset -15..15 peaks at offset {best:+d} "
+          f"({max(agreement):.3f}; offset -1: {agreement[14]:.3f}, +1: {agreement[16]:.3f})")
     print(f"max |difference| {np.abs(chunked - naive).max():.3f}; the values differ because each path's "
           "encoder sees different context (20 s chunk vs the frame's own 1 s window)")
     return 0

@@ -7,7 +7,6 @@ or interrupted write never leaves a partial submission behind.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +33,20 @@ def _check_values(task: Task, rows: dict[str, TrackRows], target: Path) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and move it into place when complete.
+
+    The temporary file is made by open(), not tempfile (whose files are private, 0600), so a
+    submission gets the mode of any new file: 0644 under the usual umask, like VD.zip, and
+    readable by the teammate who uploads it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False, newline="\n") as f:
-        f.write(text)
-    os.replace(f.name, path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", newline="\n") as f:
+            f.write(text)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # after a failed write; gone already after the move
 
 
 def write_task_file(path: str | Path, task: Task, expected: dict[str, np.ndarray], rows: dict[str, TrackRows]) -> None:

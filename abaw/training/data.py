@@ -84,6 +84,33 @@ def _open_map_limit() -> int:
     return 4096 if soft == resource.RLIM_INFINITY else max(64, min(4096, soft // 2))
 
 
+def prediction_windows(rows: int, window: int, context: int, offset: int = 0) -> list[tuple[int, int, int]]:
+    """Overlapping windows that predict every row of a track of ``rows`` rows with at least
+    ``context`` real rows on each side of it (or the true track edge), whatever ``offset``
+    shifts the windows by: ``(start, keep_from, keep_to)`` per window, the window covering rows
+    ``[start, start + window)`` and contributing its rows ``[keep_from, keep_to)``; the kept
+    ranges tile ``[0, rows)`` in order. A model that sees at most ``context`` rows to each side
+    of a row (its receptive field) then predicts the same for that row from any of these
+    windows as from the whole track. Windows never reach past the track, except the one window
+    of a track shorter than ``window``. Needs ``window > 2 * context`` and ``0 <= offset``.
+    """
+    if window <= 2 * context:
+        raise ValueError(f"window {window} must exceed twice the context {context}")
+    if rows <= window:
+        return [(0, 0, rows)]
+    step = window - 2 * context
+    cuts = [0, *range(context + offset % step, rows, step)]
+    cuts = sorted(set(c for c in cuts if c < rows)) + [rows]
+    windows: list[tuple[int, int, int]] = []
+    for a, b in zip(cuts, cuts[1:]):
+        start = min(max(a - context, 0), rows - window)
+        if windows and windows[-1][0] == start:  # the same window already: it keeps both blocks
+            windows[-1] = (start, windows[-1][1], b)
+        else:
+            windows.append((start, a, b))
+    return windows
+
+
 class WindowDataset(Dataset):
     """Windows of ``window`` consecutive rows of a track (the last one padded).
 
@@ -92,10 +119,13 @@ class WindowDataset(Dataset):
     ``rows`` (W,) int64 (-1 on padding).
     """
 
-    def __init__(self, tracks: list[Track], streams: dict[str, Stream], window: int, stride: int | None = None) -> None:
+    def __init__(self, tracks: list[Track], streams: dict[str, Stream], window: int, stride: int | None = None,
+                 starts: list[tuple[int, int]] | None = None) -> None:
         self.tracks, self.streams, self.window = tracks, streams, window
         stride = stride or window
-        self.items = [(i, start) for i, t in enumerate(tracks) for start in range(0, t.num_frames, stride)]
+        # (track index, first row) of every window; given explicitly for prediction windows.
+        self.items = starts if starts is not None else [
+            (i, start) for i, t in enumerate(tracks) for start in range(0, t.num_frames, stride)]
         self._maps: OrderedDict = OrderedDict()  # (stream, track) -> memory-mapped features, LRU
         self._max_maps = _open_map_limit()
         self._present: dict = {}  # (stream, track) -> valid mask, in memory (1 byte per row)

@@ -3,24 +3,130 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import sys
+import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from abaw.config import Config
+from abaw.config import Config, is_main_process
 from abaw.data import load_tracks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
 from abaw.tasks import Task, get_task
-from abaw.training.data import WindowDataModule, WindowDataset, check_fresh, open_streams, stream_statistics
+from abaw.training.data import (WindowDataModule, WindowDataset, check_fresh, open_streams, prediction_windows,
+                                stream_statistics)
 from abaw.training.losses import class_weights, positive_weights
 from abaw.training.module import TaskModule
+
+Log = Callable[[str], None]
+
+# Seconds between two epoch lines: real epochs (minutes) get one line each, while the many
+# short fits of a cross-validation on the sample print one or two lines, even on a busy machine.
+EPOCH_LOG_EVERY = 30.0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class _NotAboutTheRun(logging.Filter):
+    """Drops Lightning's info messages that say nothing about the user's run: advertisements,
+    which accelerators the machine has, an internal step, and the max-epochs stop notice (the
+    epoch log already says "epoch 12/12"). Everything else Lightning says still comes through."""
+
+    PREFIXES = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:",
+                "Loading `train_dataloader` to estimate", "`Trainer.fit` stopped: `max_epochs=")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.PREFIXES)
+
+
+_QUIET = _NotAboutTheRun()
+
+
+def quiet_lightning() -> None:
+    """Silence the parts of Lightning's output that are not about the run (idempotent)."""
+    # rank_zero_info goes through whichever of these two loggers lightning_utilities was last
+    # pointed at; a filter on a logger sees only the records logged on it, so both get one.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_QUIET)
+    # Its only info message is "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [...]", once per fit.
+    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
+    # Lightning's own pytree helper builds torch's deprecated LeafSpec; nothing this project calls.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
+
+
+# At import, so that spawned DDP workers, which import this module to unpickle EpochLog, are quiet too.
+quiet_lightning()
+
+
+class EpochLog(Callback):
+    """Logs ``<prefix> epoch 3/12: train loss 0.812, val/score 0.4123`` (the epoch's mean
+    training loss, the validation score after it) at most once every ``every`` seconds, and
+    always the fit's last epoch. The first line also carries ``context`` (what is trained on),
+    so that a fit shorter than ``every`` takes one line in all."""
+
+    def __init__(self, prefix: str, log: Log, every: float = EPOCH_LOG_EVERY, context: str = "") -> None:
+        # Not ``self.log``: Lightning sets that attribute of every callback to the module's log().
+        self.prefix, self.write, self.every, self.context = prefix, log, every, context
+        self.last_line: str | None = None
+        self._logged = True
+        self._last_time = 0.0
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._batches = 0
+
+    def __getstate__(self) -> dict:
+        # Spawned DDP workers get a pickled copy: a closure does not pickle, and a worker's
+        # output goes to its own stderr anyway.
+        return {**self.__dict__, "write": _stderr}
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._last_time = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._loss_sum, self._batches = 0.0, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch,
+                           batch_index: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self._loss_sum = self._loss_sum + loss.detach()  # summed on the device: no sync per batch
+            self._batches += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        parts = []
+        if self._batches:
+            parts.append(f"train loss {float(self._loss_sum) / self._batches:.3f}")
+        score = trainer.callback_metrics.get("val/score")
+        if score is not None:
+            parts.append(f"val/score {float(score):.4f}")
+        self.last_line = (f"{self.prefix} epoch {trainer.current_epoch + 1}{f'/{epochs}' if epochs else ''}: "
+                          f"{', '.join(parts) or 'no batches'}")
+        self._logged = False
+        if time.monotonic() - self._last_time >= self.every:
+            self._emit()
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero and not self._logged:
+            self._emit()
+
+    def _emit(self) -> None:
+        self.write(f"{self.last_line} ({self.context})" if self.context else self.last_line)
+        self._logged, self._last_time, self.context = True, time.monotonic(), ""
 
 
 @dataclass(frozen=True)
@@ -89,37 +195,49 @@ def build_datasets(config: Config, fold: int | None) -> tuple[WindowDataset, Win
     return training_windows(train_tracks, streams, t.window), WindowDataset(val_tracks, streams, t.window)
 
 
-def train(config: Config, run_dir: Path, fold: int | None = None, log=None, select: bool = True) -> TrainResult:
+def train(config: Config, run_dir: Path | Callable[[], Path], fold: int | None = None, log: Log | None = None,
+          select: bool = True) -> TrainResult:
     """Train one head; writes checkpoints, metrics.csv and stream_statistics.json in ``run_dir``.
+
+    ``run_dir`` may be a function that creates the directory: it is called only once the
+    features and tracks have been read, so a run refused for its inputs leaves no directory.
 
     With ``select`` the best epoch by the validation score is kept and training stops early;
     without it (cross-validation, where the validation fold is the held-out data) every run
     trains ``train.epochs`` epochs and the last checkpoint is the result, so nothing about the
     held-out frames chooses the model.
     """
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or _stderr
     t = config.train
     task = get_task(t.task)
+    prefix = f"{task.name.upper()}{'' if fold is None else f' fold {fold}'}"
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = build_datasets(config, fold)
     module, stats = build_module(config, train_set.streams, train_set)
-    (run_dir / "stream_statistics.json").write_text(json.dumps(stats))
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/score", mode="max",
-                                 save_last=True)
+    run_dir = run_dir() if callable(run_dir) else Path(run_dir)
+    if is_main_process():  # the rank processes of a distributed fit write nothing of their own
+        (run_dir / "stream_statistics.json").write_text(json.dumps(stats))
+    # Selecting keeps the best epoch (and the last, to resume); cross-validation keeps the last only.
+    checkpoint = (ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/score", mode="max",
+                                  save_last=True) if select else
+                  ModelCheckpoint(dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True))
+    # Step-level rows in metrics.csv every 5 steps, or once an epoch when an epoch is shorter
+    # (Lightning warns about an interval longer than the epoch).
+    batches = math.ceil(len(train_set) / t.batch_size)
+    context = (f"{len(train_set.tracks)} training / {len(val_set.tracks)} validation tracks, "
+               f"streams {', '.join(train_set.streams)}")
     trainer = L.Trainer(
         max_epochs=t.epochs, deterministic=t.deterministic, default_root_dir=run_dir,
-        callbacks=[checkpoint] + ([EarlyStopping(monitor="val/score", mode="max", patience=t.patience)]
-                                  if select else []),
+        callbacks=[checkpoint, EpochLog(prefix, log, EPOCH_LOG_EVERY, context)]
+        + ([EarlyStopping(monitor="val/score", mode="max", patience=t.patience)] if select else []),
         logger=CSVLogger(run_dir, name="", version="logs"), enable_progress_bar=False, enable_model_summary=False,
-        log_every_n_steps=5, num_sanity_val_steps=0, **dict(t.trainer),
+        log_every_n_steps=max(1, min(5, batches)), num_sanity_val_steps=0, **dict(t.trainer),
     )
-    log(f"{task.name.upper()}{'' if fold is None else f' fold {fold}'}: {len(train_set.tracks)} training tracks, "
-        f"{len(val_set.tracks)} validation tracks, streams {', '.join(train_set.streams)}")
     trainer.fit(module, WindowDataModule(train_set, val_set, t.batch_size, t.num_workers), ckpt_path=t.resume)
     if not select:
+        # EpochLog has logged the last epoch's val/score, which is this result's.
         last = trainer.callback_metrics.get("val/score")
         score = float(last) if last is not None else float("nan")
-        log(f"last-epoch val/score {score:.4f} -> {checkpoint.last_model_path}")
         return TrainResult(run_dir, Path(checkpoint.last_model_path), score)
     best_path = Path(checkpoint.best_model_path)
     best = checkpoint.best_model_score
@@ -127,7 +245,8 @@ def train(config: Config, run_dir: Path, fold: int | None = None, log=None, sele
         # Spawned strategies return the path but not the score to this process: read it back.
         best = _checkpoint_score(best_path)
     best = float("nan") if best is None else float(best)
-    log(f"best val/score {best:.4f} -> {best_path}")
+    if is_main_process():
+        log(f"{prefix}: best val/score {best:.4f} -> {best_path}")
     return TrainResult(run_dir, best_path, best)
 
 
@@ -140,40 +259,60 @@ def _checkpoint_score(path: Path) -> float | None:
     return None
 
 
-def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track]) -> dict[str, dict[str, np.ndarray]]:
+def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], offset: int = 0,
+                   batch_size: int = 32) -> dict[str, dict[str, np.ndarray]]:
     """Per-track (T, output) predictions of a checkpoint: ``probabilities`` of the fusion model,
     ``fallback`` of the MLP (if trained), ``emotion_logits`` when a stream cached them, and
-    ``present`` (T,) whether the first visual stream (the face) had input."""
-    module = TaskModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    ``present`` (T,) whether the first visual stream (the face) had input.
+
+    Windows of ``train.window`` rows overlap by the model's ``context_rows`` on each side and
+    each contributes its central rows (:func:`abaw.training.data.prediction_windows`), so a
+    temporal model predicts every row as from the whole track and the result does not depend
+    on where the windows start (``offset`` shifts them). Windows run in batches of
+    ``batch_size`` on the device ``train.trainer.accelerator`` names.
+    """
+    from abaw.extraction import pick_device
+    from abaw.training.losses import to_probabilities
+
+    device = pick_device(str(config.train.trainer.get("accelerator", "cpu")))
+    module = TaskModule.load_from_checkpoint(checkpoint, map_location="cpu").eval().to(device)
     labels = list(module.hparams["streams"])
     streams = open_streams(config, module.task.dataset, labels)
     check_fresh(config, module.task.dataset, streams, tracks)
-    from abaw.training.losses import to_probabilities
+    context = max(module.model.context_rows, module.fallback.context_rows if module.fallback_stream else 0)
+    window = max(1, config.train.window)
+    window = window if window > 2 * context else 2 * context + window
 
     results: dict[str, dict[str, np.ndarray]] = {}
     for track in tracks:
+        rows = int(track.frames.max()) if track.labels is None else track.num_frames
         if track.labels is None:  # test tracks: shape-only labels so the dataset can window them
             track = Track(track.id, track.task, track.split, track.video, track.video_path, track.source,
-                          np.arange(1, int(track.frames.max()) + 1),
-                          np.zeros((int(track.frames.max()), module.task.columns), np.float32),
-                          np.zeros((int(track.frames.max()), module.task.columns), bool))
-        dataset = WindowDataset([track], streams, window=max(1, config.train.window))
-        outputs: dict[str, list] = {"probabilities": [], "fallback": []}
+                          np.arange(1, rows + 1), np.zeros((rows, module.task.columns), np.float32),
+                          np.zeros((rows, module.task.columns), bool))
+        windows = prediction_windows(rows, window, context, offset)
+        dataset = WindowDataset([track], streams, min(window, rows), starts=[(0, start) for start, _, _ in windows])
+        outputs: dict[str, np.ndarray] = {}
         with torch.inference_mode():
-            for i in range(len(dataset)):
-                batch = torch.utils.data.default_collate([dataset[i]])
-                keep = batch["rows"][0] >= 0
-                output, fallback = module(batch)
-                outputs["probabilities"].append(to_probabilities(module.task, output)[0][keep].numpy())
-                if fallback is not None:
-                    outputs["fallback"].append(to_probabilities(module.task, fallback)[0][keep].numpy())
-        result = {k: np.concatenate(v) for k, v in outputs.items() if v}
+            for first in range(0, len(windows), batch_size):
+                batch = torch.utils.data.default_collate([dataset[i] for i in range(first, min(first + batch_size,
+                                                                                             len(windows)))])
+                batch = {"rows": batch["rows"].to(device),
+                         "streams": {k: v.to(device) for k, v in batch["streams"].items()},
+                         "present": {k: v.to(device) for k, v in batch["present"].items()}}
+                for name, values in zip(("probabilities", "fallback"), module(batch)):
+                    if values is None:
+                        continue
+                    values = to_probabilities(module.task, values).float().cpu().numpy()
+                    target = outputs.setdefault(name, np.zeros((rows, values.shape[-1]), np.float32))
+                    for j, (start, keep_from, keep_to) in enumerate(windows[first:first + batch_size]):
+                        target[keep_from:keep_to] = values[j, keep_from - start:keep_to - start]
+        result = dict(outputs)
         visual = [s for s in streams.values() if s.modality == "visual"]
-        result["present"] = (np.asarray(visual[0].store.read(track.id, "valid")[: track.num_frames], dtype=bool)
-                             if visual else np.ones(track.num_frames, dtype=bool))
+        result["present"] = (np.asarray(visual[0].store.read(track.id, "valid")[:rows], dtype=bool)
+                             if visual else np.ones(rows, dtype=bool))
         for stream in streams.values():
             if stream.store.file(track.id, "logits").exists():
-                result["emotion_logits"] = np.asarray(stream.store.read(track.id, "logits")[: track.num_frames],
-                                                      dtype=np.float32)
+                result["emotion_logits"] = np.asarray(stream.store.read(track.id, "logits")[:rows], dtype=np.float32)
         results[track.id] = result
     return results
