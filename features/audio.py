@@ -1,15 +1,19 @@
 """Audio extractors: wav2vec2 hidden states and log-mel energies, pooled onto video frames.
 
-Both take a (N,) float32 mono waveform at ``spec.sample_rate`` (see
-:func:`features.media.decode_audio`) and the (T,) centre times of a track's video frames, and
-return (T, D) float32 rows aligned to those frames. Each computes time-stamped steps once over
-the whole waveform and pools them onto frames with :func:`features.align.pool_to_frames`;
-nothing is recomputed per frame.
+Both compute time-stamped steps (model outputs, mel frames) from a (N,) float32 mono waveform
+at ``spec.sample_rate`` (see :mod:`features.media`) and pool them onto the (T,) centre times of
+a track's video frames with :func:`features.align.pool_to_frames`, giving (T, D) float32 rows;
+nothing is recomputed per frame. ``iter_steps`` computes the steps in time order from a
+waveform that arrives in pieces (:func:`features.media.audio_pieces`), holding about one
+encoder chunk of it, and :class:`FramePool` pools each frame as soon as its window is complete,
+so a long video's audio is never held whole; ``extract`` is the same computation over a
+waveform in memory.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,114 @@ def _resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+class _Samples:
+    """Samples of a waveform of ``total`` samples that arrives in ``pieces``, read by range.
+
+    Pieces are pulled only as far as a read needs, and :meth:`drop` releases what no later read
+    needs, so what is held stays about one read long. Samples outside ``[0, total)`` (and any
+    the pieces fall short of) read as zeros.
+    """
+
+    def __init__(self, pieces: Iterable[np.ndarray], total: int) -> None:
+        self._pieces, self.total = iter(pieces), total
+        self._held, self._begin = np.zeros(0, np.float32), 0  # _held[0] is sample _begin
+
+    def take(self, start: int, end: int) -> np.ndarray:
+        """float32 samples ``[start, end)``; none of them may have been dropped."""
+        if max(start, 0) < min(self._begin, end, self.total):
+            raise ValueError(f"samples from {start} were dropped (held from {self._begin})")
+        need = min(end, self.total) - self._begin
+        pulled, have = [self._held], len(self._held)
+        while have < need:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            pulled.append(np.asarray(piece, dtype=np.float32).reshape(-1))
+            have += len(pulled[-1])
+        if len(pulled) > 1:
+            self._held = np.concatenate(pulled)[:self.total - self._begin]
+        out = np.zeros(end - start, np.float32)
+        low, high = max(start, self._begin), min(end, self._begin + len(self._held))
+        if high > low:
+            out[low - start:high - start] = self._held[low - self._begin:high - self._begin]
+        return out
+
+    def drop(self, before: int) -> None:
+        """Release the samples before ``before``."""
+        cut = min(max(before - self._begin, 0), len(self._held))
+        if cut:
+            self._held, self._begin = self._held[cut:].copy(), self._begin + cut
+
+
+class _StepExtractor:
+    """What both audio extractors share: steps over a waveform in memory, and frame rows from
+    them. Subclasses define ``iter_steps(pieces, total)``, which yields ``(times, steps)`` blocks
+    in time order."""
+
+    spec: Any
+
+    def steps(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(S,) step times in seconds and (S, D) float32 steps of a whole waveform."""
+        wave = np.asarray(waveform, dtype=np.float32).reshape(-1)
+        blocks = list(self.iter_steps([wave], len(wave)))
+        return (np.concatenate([times for times, _ in blocks]),
+                np.concatenate([steps for _, steps in blocks]).astype(np.float32, copy=False))
+
+    def extract(self, waveform: np.ndarray, frame_times: np.ndarray) -> np.ndarray:
+        """(N,) float32 mono waveform at ``spec.sample_rate``, (T,) frame centre times in s -> (T, D) float32."""
+        step_times, steps = self.steps(waveform)
+        return pool_to_frames(step_times, steps, frame_times, self.spec.window)
+
+
+class FramePool:
+    """:func:`pool_to_frames` over steps that arrive in time order, frame by frame as they
+    complete.
+
+    A frame's row is final once a step later than its window's end has arrived; only the steps
+    from the earliest unfinished frame's window on (and the one before, its nearest step when
+    the window is empty) are held. The rows equal one :func:`pool_to_frames` call over all the
+    steps up to float rounding of the running sums.
+    """
+
+    def __init__(self, frame_times: np.ndarray, window: float) -> None:
+        frame_times = np.asarray(frame_times, dtype=np.float64).reshape(-1)
+        self.order = np.argsort(frame_times, kind="stable")
+        self._times = frame_times[self.order]
+        self._ends = self._times + window
+        self.window, self._done = window, 0
+        self._step_times = np.zeros(0)
+        self._steps: np.ndarray | None = None
+
+    def push(self, step_times: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add the next steps (none earlier than those before); returns ``(rows, values)``:
+        the frame indices now complete and their (n, D) float32 rows."""
+        step_times = np.asarray(step_times, dtype=np.float64).reshape(-1)
+        if self._steps is None:
+            self._steps = np.zeros((0, *np.shape(steps)[1:]), np.float32)
+        self._step_times = np.concatenate([self._step_times, step_times])
+        self._steps = np.concatenate([self._steps, steps])
+        if not len(self._step_times):
+            return self._pool(self._done)
+        return self._pool(int(np.searchsorted(self._ends, self._step_times[-1], side="left")))
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """The remaining frames' rows, after the last steps were pushed."""
+        return self._pool(len(self._times))
+
+    def _pool(self, end: int) -> tuple[np.ndarray, np.ndarray]:
+        rows, frames = self.order[self._done:end], self._times[self._done:end]
+        if len(frames):
+            values = pool_to_frames(self._step_times, self._steps, frames, self.window)
+        else:
+            values = np.zeros((0, *self._steps.shape[1:]), np.float32)
+        self._done = end
+        if end < len(self._times):
+            first = int(np.searchsorted(self._step_times, self._times[end] - self.window, side="left"))
+            keep = max(first - 1, 0)
+            self._step_times, self._steps = self._step_times[keep:], self._steps[keep:]
+        return rows, values
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,7 +260,7 @@ def chunk_bounds(num_samples: int, chunk: int, overlap: int, stride: int) -> lis
 
 
 @register("wav2vec2", Wav2Vec2Spec)
-class Wav2Vec2Extractor:
+class Wav2Vec2Extractor(_StepExtractor):
     """wav2vec2 frame features; ``output_dims == {"features": hidden_size}``."""
 
     def __init__(self, spec: Wav2Vec2Spec) -> None:
@@ -206,45 +318,42 @@ class Wav2Vec2Extractor:
         states[-1] = out.last_hidden_state
         return torch.stack(states[-self.spec.layers:]).mean(0).float().cpu().numpy()
 
-    def steps(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One encoder pass per chunk: (S,) step times in seconds and (S, D) float32 steps.
+    def iter_steps(self, pieces: Iterable[np.ndarray], total: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One encoder pass per chunk of a ``total``-sample waveform arriving in ``pieces``:
+        ``(times, steps)`` blocks in time order, (S,) seconds and (S, D) float32.
 
         Every step of the global grid whose receptive field lies inside the waveform appears
-        once, taken from the chunk whose border is farther away.
+        once, taken from the chunk whose border is farther away. Chunks are encoded as soon as
+        their samples have arrived, so about ``batch_size`` chunks of samples are held.
         """
-        wave = np.asarray(waveform, dtype=np.float32).reshape(-1)
-        bounds = chunk_bounds(len(wave), self.chunk, self.overlap, self.stride)
+        bounds = chunk_bounds(total, self.chunk, self.overlap, self.stride)
         # A step belongs to chunk k when its centre lies between the midpoints of the overlaps
         # with the previous and next chunk.
         cuts = [(bounds[k][1] + bounds[k + 1][0]) / 2 for k in range(len(bounds) - 1)]
         lows = [-np.inf] + cuts
         highs = cuts + [np.inf]
-        prepared = [self._prepare(wave[s:e]) for s, e in bounds]
-        encoded: list[np.ndarray | None] = [None] * len(bounds)
-        # Batch only chunks of equal length: padding would change group-norm models' numbers.
-        by_length: dict[int, list[int]] = {}
-        for k, piece in enumerate(prepared):
-            by_length.setdefault(len(piece), []).append(k)
-        batch = max(1, self.spec.batch_size)
-        for members in by_length.values():
-            for i in range(0, len(members), batch):
-                group = members[i:i + batch]
-                out = self._encode(np.stack([prepared[k] for k in group]))
-                for k, feats in zip(group, out):
-                    encoded[k] = feats
-        times, rows = [], []
-        for (start, _), low, high, feats in zip(bounds, lows, highs, encoded):
-            index = start // self.stride + np.arange(len(feats))
-            centre = index * self.stride + self.receptive_field / 2
-            keep = (centre >= low) & (centre < high)
-            times.append(self.step_time(index[keep]))
-            rows.append(feats[keep])
-        return np.concatenate(times), np.concatenate(rows).astype(np.float32, copy=False)
+        samples = _Samples(pieces, total)
+        groups = self._batches([max(end - start, self.receptive_field) for start, end in bounds])
+        for g, group in enumerate(groups):
+            prepared = np.stack([self._prepare(samples.take(*bounds[k])) for k in group])
+            if g + 1 < len(groups):
+                samples.drop(bounds[groups[g + 1][0]][0])
+            for k, feats in zip(group, self._encode(prepared)):
+                index = bounds[k][0] // self.stride + np.arange(len(feats))
+                centre = index * self.stride + self.receptive_field / 2
+                keep = (centre >= lows[k]) & (centre < highs[k])
+                yield self.step_time(index[keep]), feats[keep]
 
-    def extract(self, waveform: np.ndarray, frame_times: np.ndarray) -> np.ndarray:
-        """(N,) float32 mono waveform at ``spec.sample_rate``, (T,) frame centre times in s -> (T, D) float32."""
-        step_times, steps = self.steps(waveform)
-        return pool_to_frames(step_times, steps, frame_times, self.spec.window)
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Consecutive chunks in batches of up to ``batch_size``, equal lengths only: padding
+        would change group-norm models' numbers (only the last chunk can differ in length)."""
+        batches: list[list[int]] = []
+        for k, length in enumerate(lengths):
+            if batches and len(batches[-1]) < max(1, self.spec.batch_size) and lengths[batches[-1][0]] == length:
+                batches[-1].append(k)
+            else:
+                batches.append([k])
+        return batches
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,8 +380,10 @@ class LogMelSpec(ExtractorSpec):
 
 
 @register("logmel", LogMelSpec)
-class LogMelExtractor:
+class LogMelExtractor(_StepExtractor):
     """Log-mel frame features; ``output_dims == {"features": n_mels}``. CPU only, no weights."""
+
+    block_steps = 1000  # mel steps per librosa call (10 s at the default hop): bounds the memory
 
     def __init__(self, spec: LogMelSpec) -> None:
         self.spec = spec
@@ -283,23 +394,30 @@ class LogMelExtractor:
         """No-op (librosa runs on the CPU); returns self so callers can treat extractors alike."""
         return self
 
-    def steps(self, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(S,) step times in seconds and (S, n_mels) float32 log-mel steps of the waveform."""
+    def iter_steps(self, pieces: Iterable[np.ndarray], total: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Log-mel steps of a ``total``-sample waveform arriving in ``pieces``: ``(times,
+        steps)`` blocks in time order, (S,) seconds and (S, n_mels) float32.
+
+        The steps librosa's centred STFT gives over the whole waveform (zero padding, a
+        waveform shorter than one FFT window padded to one), computed ``block_steps`` at a time
+        from the samples each block's frames cover.
+        """
         import librosa
 
         spec = self.spec
-        wave = np.asarray(waveform, dtype=np.float32).reshape(-1)
-        if len(wave) < spec.n_fft:
-            # librosa warns and misbehaves on inputs shorter than one FFT window.
-            wave = np.pad(wave, (0, spec.n_fft - len(wave)))
-        power = librosa.feature.melspectrogram(
-            y=wave, sr=spec.sample_rate, n_fft=spec.n_fft, hop_length=spec.hop_length,
-            n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax, power=2.0, center=True)
-        log = librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=None)
-        times = np.arange(log.shape[1], dtype=np.float64) * spec.hop_length / spec.sample_rate
-        return times, log.T.astype(np.float32)
-
-    def extract(self, waveform: np.ndarray, frame_times: np.ndarray) -> np.ndarray:
-        """(N,) float32 mono waveform at ``spec.sample_rate``, (T,) frame centre times in s -> (T, n_mels) float32."""
-        step_times, steps = self.steps(waveform)
-        return pool_to_frames(step_times, steps, frame_times, self.spec.window)
+        # librosa warns and misbehaves on inputs shorter than one FFT window: zeros make it one.
+        length = max(total, spec.n_fft)
+        pad = spec.n_fft // 2  # centred frames: step j covers [j * hop - pad, j * hop - pad + n_fft)
+        count = 1 + (length + 2 * pad - spec.n_fft) // spec.hop_length
+        samples = _Samples(pieces, total)
+        for first in range(0, count, self.block_steps):
+            last = min(first + self.block_steps, count)
+            start = first * spec.hop_length - pad
+            wave = samples.take(start, (last - 1) * spec.hop_length - pad + spec.n_fft)
+            samples.drop(last * spec.hop_length - pad)
+            power = librosa.feature.melspectrogram(
+                y=wave, sr=spec.sample_rate, n_fft=spec.n_fft, hop_length=spec.hop_length,
+                n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax, power=2.0, center=False)
+            log = librosa.power_to_db(power, ref=1.0, amin=1e-10, top_db=None)
+            times = np.arange(first, last, dtype=np.float64) * spec.hop_length / spec.sample_rate
+            yield times, log.T.astype(np.float32)

@@ -3,14 +3,16 @@
 Visual extractors read ``cropped_aligned`` JPEGs (Aff-Wild2) or frames decoded from the raw
 video (DVD) in DataLoader workers, batched across frames, while the model runs; audio
 extractors decode each raw video's audio once (PyAV) and align windows to the decoder's frame
-timestamps. A track whose files are already complete is skipped; a track that fails is
-reported and the others go on.
+timestamps. Both write rows into the store as they are computed (:class:`TrackWriter`), and
+audio is decoded and encoded in pieces, so memory does not grow with a video's length. A
+track whose files are already complete is skipped; a track that fails is reported and the
+others go on.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +21,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from features.media import FrameIndex, MediaError, decode_audio, decode_frames, frame_index, frame_timestamps
-from features.store import FeatureStore
+from features.audio import FramePool
+from features.media import (FrameIndex, MediaError, audio_pieces, audio_samples, decode_frames, frame_index,
+                            frame_timestamps)
+from features.store import FeatureStore, TrackWriter
 
 Log = Callable[[str], None]
 SILENCE = 1e-6  # peak amplitude below which an audio track counts as silent
@@ -180,6 +184,7 @@ class _Progress:
         self.log, self.total_tracks, self.total_rows, self.every = log, total_tracks, total_rows, every
         self.start = self.last = time.monotonic()
         self.tracks = self.rows = 0
+        self.shown = False
 
     def update(self, rows: int = 0, tracks: int = 0, force: bool = False) -> None:
         self.rows += rows
@@ -190,7 +195,13 @@ class _Progress:
             eta = (self.total_rows - self.rows) / rate if rate > 0 else float("nan")
             self.log(f"  {self.tracks}/{self.total_tracks} tracks, {self.rows}/{self.total_rows} frames, "
                      f"{rate:.1f} frames/s, ETA {eta:.0f} s")
-            self.last = now
+            self.last, self.shown = now, True
+
+    def finish(self) -> None:
+        """The final count, for a run long enough to have shown progress (a short one's summary
+        line says it all)."""
+        if self.shown:
+            self.update(force=True)
 
 
 def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, device: torch.device,
@@ -213,17 +224,27 @@ def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, de
     dataset = _Chunks(todo, decoded, make_preprocess(extractor.spec), extractor.spec.batch_size)
     pending = np.bincount([index for index, _ in dataset.items], minlength=len(todo))
     progress = _Progress(log, len(todo), sum(len(rows) for _, rows in dataset.items))
-    buffers: dict[int, dict[str, np.ndarray]] = {}
+    writers: dict[int, TrackWriter] = {}  # tracks with rows written, until they finish
+
+    def writer_of(index: int) -> TrackWriter:
+        if index not in writers:
+            writers[index] = _empty(todo[index], extractor.output_dims, store)
+        return writers[index]
+
+    def fail(index: int, error: str) -> None:
+        outcome.failed[todo[index].id] = error
+        writer = writers.pop(index, None)
+        if writer is not None:
+            writer.discard()
 
     def finish(index: int) -> None:
         job = todo[index]
-        buffer = buffers.pop(index, None) or _empty(job, extractor.output_dims)
-        extra = {k: v for k, v in buffer.items() if k not in ("features", "valid")}
         try:
-            store.write(job.id, buffer["features"], buffer["valid"], extra, accounts[job.id], job.inputs_for("visual"))
+            writer_of(index).commit(accounts[job.id], job.inputs_for("visual"))
+            del writers[index]
             outcome.written.append(job.id)
         except OSError as e:
-            outcome.failed[job.id] = str(e)
+            fail(index, str(e))
         progress.update(tracks=1)
 
     for index in np.flatnonzero(pending == 0):
@@ -235,19 +256,19 @@ def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, de
     for index, rows, images, error in loader:
         job = todo[index]
         if error is not None and job.id not in outcome.failed:
-            outcome.failed[job.id] = error
-            buffers.pop(index, None)
+            fail(index, error)
         elif job.id not in outcome.failed:
             outputs = extractor.embed(images.to(device, non_blocking=True))
-            buffer = buffers.setdefault(index, _empty(job, extractor.output_dims))
-            for name, values in outputs.items():
-                buffer[name][rows] = values.float().cpu().numpy()
-            buffer["valid"][rows] = True
+            rows_out = {name: values.float().cpu().numpy() for name, values in outputs.items()}
+            try:
+                writer_of(index).put(rows, {**rows_out, "valid": True})
+            except OSError as e:
+                fail(index, str(e))
             progress.update(rows=len(rows))
         pending[index] -= 1
         if pending[index] == 0 and job.id not in outcome.failed:
             finish(index)
-    progress.update(force=True)
+    progress.finish()
     return outcome
 
 
@@ -267,47 +288,97 @@ def _pending(jobs: list[Job], store: FeatureStore, modality: str, log: Log) -> t
     return outcome, todo
 
 
-def _empty(job: Job, dims: dict[str, int]) -> dict[str, np.ndarray]:
-    buffer = {name: np.zeros((job.frames, dim), dtype=np.float32) for name, dim in dims.items()}
-    buffer["valid"] = np.zeros(job.frames, dtype=bool)
-    return buffer
+def _empty(job: Job, dims: dict[str, int], store: FeatureStore) -> TrackWriter:
+    """A writer of the job's track whose rows are all zero and invalid until put."""
+    return store.writer(job.id, job.frames, {name: (dim,) for name, dim in dims.items()})
 
 
 def extract_audio(extractor, jobs: list[Job], store: FeatureStore, log: Log) -> Outcome:
     """Audio features per row, aligned to the decoder's frame times; no or silent audio gives
-    zero rows with valid = False."""
+    zero rows with valid = False. Each video's audio is decoded and encoded once, in pieces,
+    for all its tracks (both sides of a video share it); rows are written as their windows
+    complete."""
     outcome, todo = _pending(jobs, store, "audio", log)
     if not todo:
         return outcome
     progress = _Progress(log, len(todo), sum(job.frames for job in todo))
-    dim = extractor.output_dims["features"]
-    waveforms: dict[Path, np.ndarray | None] = {}  # both sides of a video share its audio
+    by_video: dict[Path | None, list[Job]] = {}
     for job in todo:
+        by_video.setdefault(job.video, []).append(job)
+    for video, group in by_video.items():
+        tracks: list[tuple[Job, np.ndarray, dict, TrackWriter]] = []
         try:
-            times, accounting = timing(job)
-            features, valid = np.zeros((job.frames, dim), np.float32), np.zeros(job.frames, bool)
-            if job.video is not None:
-                if job.video not in waveforms:
-                    # Cropped to the video's duration: audio past the last frame belongs to no row.
-                    waveforms[job.video] = decode_audio(job.video, extractor.spec.sample_rate,
-                                                        duration=accounting["duration"])
-                waveform = waveforms[job.video]
-                accounting["audio"] = "none" if waveform is None else (
-                    "silent" if np.abs(waveform).max(initial=0.0) < SILENCE else "sound")
-                if accounting["audio"] == "sound":
-                    features = extractor.extract(waveform, times)
-                    valid = times <= len(waveform) / extractor.spec.sample_rate
-                    features[~valid] = 0.0
-            store.write(job.id, features, valid, accounting=accounting, inputs=job.inputs_for("audio"))
-            outcome.written.append(job.id)
+            for job in group:
+                times, accounting = timing(job)
+                tracks.append((job, times, accounting, _empty(job, extractor.output_dims, store)))
+            if video is not None:
+                _audio_rows(extractor, video, tracks)
         except (MediaError, OSError, ValueError, RuntimeError) as e:
-            outcome.failed[job.id] = f"{type(e).__name__}: {e}"
-        progress.update(rows=job.frames, tracks=1)
-    progress.update(force=True)
+            for job in group:
+                outcome.failed[job.id] = f"{type(e).__name__}: {e}"
+            for *_, writer in tracks:
+                writer.discard()
+            tracks = []
+        for job, _, accounting, writer in tracks:
+            try:
+                writer.commit(accounting, job.inputs_for("audio"))
+                outcome.written.append(job.id)
+            except OSError as e:
+                writer.discard()
+                outcome.failed[job.id] = f"{type(e).__name__}: {e}"
+        progress.update(rows=sum(job.frames for job in group), tracks=len(group))
+    progress.finish()
     return outcome
 
 
-def accounting_table(store: FeatureStore, limit: int = 20) -> str:
+def _audio_rows(extractor, video: Path, tracks: list[tuple[Job, np.ndarray, dict, TrackWriter]]) -> None:
+    """Stream ``video``'s audio through ``extractor`` into the writers of its tracks (job, row
+    times, accounting, writer); sets each accounting's ``audio`` (none, silent or sound)."""
+    rate = extractor.spec.sample_rate
+    duration = tracks[0][2]["duration"]  # one video, one duration
+    # Cropped to the video's duration: audio past the last frame belongs to no row.
+    pieces = audio_pieces(video, rate, duration=duration)
+    if pieces is None:
+        audio = "none"
+    else:
+        total = audio_samples(duration, rate)
+        peak = _Peak(pieces)
+        pools = [FramePool(times, extractor.spec.window) for _, times, _, _ in tracks]
+
+        def put(writer: TrackWriter, times: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+            valid = times[rows] <= total / rate  # rows past the audio's end have none
+            values[~valid] = 0.0
+            writer.put(rows, {"features": values, "valid": valid})
+
+        for step_times, steps in extractor.iter_steps(peak, total):
+            for pool, (_, times, _, writer) in zip(pools, tracks):
+                put(writer, times, *pool.push(step_times, steps))
+        for pool, (_, times, _, writer) in zip(pools, tracks):
+            put(writer, times, *pool.finish())
+        for _ in peak:
+            pass  # the silence decision covers every sample, read or not
+        audio = "silent" if peak.peak < SILENCE else "sound"
+        if audio == "silent":
+            for *_, writer in tracks:
+                writer.clear()
+    for _, _, accounting, _ in tracks:
+        accounting["audio"] = audio
+
+
+class _Peak:
+    """Passes audio pieces through, keeping the largest absolute sample seen: silence is
+    decided without holding the waveform."""
+
+    def __init__(self, pieces: Iterator[np.ndarray]) -> None:
+        self._pieces, self.peak = pieces, 0.0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for piece in self._pieces:
+            self.peak = max(self.peak, float(np.abs(piece).max(initial=0.0)))
+            yield piece
+
+
+def accounting_table(store: FeatureStore, limit: int = 10) -> str:
     """Frame accounting of a store's tracks: the tracks whose decoded frame count differs from
     their rows, have frames without a face, or a variable frame rate, then a summary line that
     also counts the face source each track used."""

@@ -10,6 +10,9 @@ displayed ones only, and time 0 is the first of them (see :class:`FrameIndex`).
 
 from __future__ import annotations
 
+import itertools
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -100,20 +103,27 @@ def frame_index(path: str | Path) -> FrameIndex:
                 raise MediaError(f"{path}: no video stream")
             stream = container.streams.video[0]
             time_base = float(stream.time_base)
-            # The final packet the demuxer yields is an empty flush marker, not a frame.
-            packets = [(p.pts, p.duration or 0, p.is_discard) for p in container.demux(stream)
-                       if p.size and p.pts is not None]
+            # The final packet the demuxer yields is an empty flush marker, not a frame. Packed
+            # arrays, not a list of tuples: an hour of video is 108,000 packets.
+            stamps, spans, discards = array("q"), array("q"), array("b")
+            for p in container.demux(stream):
+                if p.size and p.pts is not None:
+                    stamps.append(p.pts)
+                    spans.append(p.duration or 0)
+                    discards.append(p.is_discard)
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot open video: {e}") from e
-    shown = sorted((pts, duration) for pts, duration, discard in packets if not discard)
-    if not shown:
+    all_pts, discard = np.frombuffer(stamps, np.int64), np.frombuffer(discards, np.int8).astype(bool)
+    shown_pts, shown_durations = all_pts[~discard], np.frombuffer(spans, np.int64)[~discard]
+    if not len(shown_pts):
         return FrameIndex(np.zeros((0, 2)), np.zeros(0, np.int64), 0)
-    pts = np.array([p for p, _ in shown], dtype=np.int64)
+    order = np.lexsort((shown_durations, shown_pts))  # by time, as a player shows them
+    pts = shown_pts[order]
     # Discarded packets past the last shown one (an edit list may cut a tail too) sit after the
     # displayed frames in decord's index and shift nothing.
-    hidden = sum(1 for p, _, discard in packets if discard and p < pts[0])
+    hidden = int(np.count_nonzero(discard & (all_pts < pts[0])))
     starts = (pts - pts[0]) * time_base
-    durations = np.array([d for _, d in shown], dtype=np.float64) * time_base
+    durations = shown_durations[order].astype(np.float64) * time_base
     step = float(np.median(np.diff(starts))) if len(starts) > 1 else float(durations[0])
     following = np.append(starts[1:], starts[-1] + step)
     ends = np.where(durations > 0, starts + durations, following)
@@ -166,6 +176,12 @@ def video_duration(path: str | Path) -> float:
     return float(stamps[-1, 1]) if len(stamps) else 0.0
 
 
+def audio_samples(duration: float, sample_rate: int) -> int:
+    """How many samples audio cropped or padded to ``duration`` seconds has: the length
+    :func:`decode_audio` and :func:`audio_pieces` give."""
+    return max(int(round(duration * sample_rate)), 0)
+
+
 def decode_audio(path: str | Path, sample_rate: int = 16000, duration: float | None = None) -> np.ndarray | None:
     """Decode the first audio stream of ``path`` to a (N,) float32 mono waveform at ``sample_rate``.
 
@@ -176,41 +192,114 @@ def decode_audio(path: str | Path, sample_rate: int = 16000, duration: float | N
     starts earlier loses its head. With ``duration`` (seconds, usually :func:`video_duration`)
     the result is cropped or zero-padded to ``round(duration * sample_rate)`` samples.
     Returns None when the file has no audio stream; raises :class:`MediaError` naming the file
-    when it cannot be opened or decoded.
+    when it cannot be opened or decoded. The whole waveform at once: :func:`audio_pieces`
+    gives the same samples piece by piece.
+    """
+    pieces = audio_pieces(path, sample_rate, duration)
+    if pieces is None:
+        return None
+    return np.ascontiguousarray(np.concatenate([np.zeros(0, np.float32), *pieces]), dtype=np.float32)
+
+
+def audio_pieces(path: str | Path, sample_rate: int = 16000, duration: float | None = None,
+                 piece_seconds: float = 10.0) -> Iterator[np.ndarray] | None:
+    """The samples :func:`decode_audio` returns, as consecutive float32 pieces of about
+    ``piece_seconds`` (the last may be shorter), decoded as they are consumed: memory is bounded
+    by a piece, not by the file. Their concatenation equals :func:`decode_audio`'s waveform
+    (same alignment to the first displayed video frame, same crop or padding to
+    ``duration``). None when the file has no audio stream; :class:`MediaError` naming the
+    file when it cannot be opened, or, from the iterator, when it cannot be decoded.
     """
     import av
 
     path = Path(path)
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                return None
-            stream = container.streams.audio[0]
+        container = av.open(str(path))
+    except av.FFmpegError as e:
+        raise MediaError(f"{path}: cannot decode audio: {e}") from e
+    if not container.streams.audio:
+        container.close()
+        return None
+    target = None if duration is None else audio_samples(duration, sample_rate)
+    return _aligned_pieces(path, container, sample_rate, target, max(int(piece_seconds * sample_rate), 1))
+
+
+def _aligned_pieces(path: Path, container, sample_rate: int, target: int | None, piece: int) -> Iterator[np.ndarray]:
+    """:func:`audio_pieces`' generator; it owns ``container`` and closes it."""
+    import av
+
+    try:
+        with container:
             video_start = 0.0
             if container.streams.video:
                 video = container.streams.video[0]
                 if video.start_time is not None and video.time_base is not None:
                     video_start = float(video.start_time * video.time_base)
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-            pieces: list[np.ndarray] = []
-            first_time: float | None = None
-            for frame in container.decode(stream):
-                if first_time is None and frame.time is not None:
-                    first_time = float(frame.time)
-                for out in resampler.resample(frame):
-                    pieces.append(out.to_ndarray().reshape(-1))
-            # The resampler holds back the tail of its filter until flushed.
-            for out in resampler.resample(None):
-                pieces.append(out.to_ndarray().reshape(-1))
+            decoded = _resampled(container.decode(container.streams.audio[0]), sample_rate)
+            # The shift onto the video clock comes from the first decoded frame that has a time;
+            # samples decoded before it wait (in practice the very first frame has one).
+            held, first_time = [], None
+            for samples, time in decoded:
+                held.append(samples)
+                if time is not None:
+                    first_time = time
+                    break
+            offset = int(round(((first_time or 0.0) - video_start) * sample_rate))
+            chunks = itertools.chain(_zeros(max(offset, 0), piece), held, (samples for samples, _ in decoded))
+            yield from _regroup(chunks, max(-offset, 0), target, piece)
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot decode audio: {e}") from e
-    wave = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
-    offset = int(round(((first_time or 0.0) - video_start) * sample_rate))
-    if offset > 0:
-        wave = np.concatenate([np.zeros(offset, np.float32), wave])
-    elif offset < 0:
-        wave = wave[-offset:]
-    if duration is not None:
-        target = max(int(round(duration * sample_rate)), 0)
-        wave = wave[:target] if len(wave) >= target else np.pad(wave, (0, target - len(wave)))
-    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _resampled(frames: Iterable, sample_rate: int) -> Iterator[tuple[np.ndarray, float | None]]:
+    """Each decoded audio frame's samples, downmixed and resampled (float32 mono at
+    ``sample_rate``; possibly none yet), with the frame's time in seconds (None when it has
+    none); then the resampler's tail, without a time."""
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+
+    def joined(outs: list) -> np.ndarray:
+        if len(outs) == 1:  # the usual case: no copy
+            return outs[0].to_ndarray().reshape(-1)
+        return np.concatenate([np.zeros(0, np.float32)] + [out.to_ndarray().reshape(-1) for out in outs])
+
+    for frame in frames:
+        yield joined(resampler.resample(frame)), None if frame.time is None else float(frame.time)
+    # The resampler holds back the tail of its filter until flushed.
+    yield joined(resampler.resample(None)), None
+
+
+def _zeros(count: int, piece: int) -> Iterator[np.ndarray]:
+    """``count`` float32 zeros in arrays of at most ``piece``: padding never held at once."""
+    for start in range(0, count, piece):
+        yield np.zeros(min(piece, count - start), np.float32)
+
+
+def _regroup(chunks: Iterable[np.ndarray], skip: int, target: int | None, piece: int) -> Iterator[np.ndarray]:
+    """The samples of ``chunks`` less their first ``skip``, in pieces of ``piece`` samples.
+
+    With a ``target`` they end after exactly ``target`` samples, zeros past the chunks' end;
+    without one they end with the chunks (the last piece may be shorter).
+    """
+    if target is not None:
+        chunks = itertools.chain(chunks, itertools.repeat(np.zeros(piece, np.float32)))
+    held: list[np.ndarray] = []
+    size = sent = 0
+    for chunk in chunks:
+        if skip:
+            dropped = min(skip, len(chunk))
+            chunk, skip = chunk[dropped:], skip - dropped
+        held.append(chunk)
+        size += len(chunk)
+        while True:
+            want = piece if target is None else min(piece, target - sent)
+            if want == 0:
+                return
+            if size < want:
+                break
+            joined = np.concatenate(held) if len(held) > 1 else held[0]
+            yield joined[:want]
+            held, size, sent = [joined[want:]], size - want, sent + want
+    if size:
+        yield np.concatenate(held)

@@ -14,12 +14,16 @@ A track counts as finished only when its ``.json`` exists and every file it list
 the recorded checksum, so a run killed half-way, or a file truncated later, is recomputed on
 the next run and nothing else is. A finished track whose recorded inputs differ from the
 current ones (:meth:`FeatureStore.changed_inputs`) is stale: extraction redoes it, training
-refuses it. Every file is written to a temporary name and moved into
-place. Reads are memory-mapped.
+refuses it. Every file is written to a temporary name (``.<name>.<random>.tmp``, which no
+reader takes for a track's file) and moved into place. Extraction fills a track's files row by
+row as rows are computed (:class:`TrackWriter`), so a long track is never held in memory; a
+whole track in memory goes through :meth:`FeatureStore.write`, with the same guarantees. Reads
+are memory-mapped.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -125,24 +129,21 @@ class FeatureStore:
         frame accounting and the ``inputs`` the rows come from (JSON values); the record is
         written last and marks the track finished."""
         frames = len(features)
-        arrays = {"features": np.asarray(features, dtype=np.float16), "valid": np.asarray(valid, dtype=bool)}
-        for name, array in (extra or {}).items():
-            arrays[name] = np.asarray(array, dtype=np.float16)
+        arrays = {"features": features, "valid": valid, **(extra or {})}
         for name, array in arrays.items():
             if len(array) != frames:
                 raise ValueError(f"{track_id}: array {name} has {len(array)} rows, features have {frames}")
-        files = {}
-        for name, array in arrays.items():
-            path = self.file(track_id, name)
-            _atomic_bytes(path, lambda f, a=array: np.save(f, a))
-            files[path.name] = _sha256(path)
-        record = {
-            "track": track_id, "frames": frames, "dims": {k: int(np.prod(v.shape[1:])) for k, v in arrays.items()},
-            "valid_rows": int(arrays["valid"].sum()), "files": files, "accounting": accounting or {},
-            "inputs": inputs or {},
-        }
-        text = json.dumps(record, indent=1)
-        _atomic_bytes(self.folder / f"{track_id}.json", lambda f: f.write(text.encode()))
+        writer = self.writer(track_id, frames, {name: np.shape(a)[1:] for name, a in arrays.items() if name != "valid"})
+        try:
+            writer.put(np.arange(frames), arrays)
+            writer.commit(accounting, inputs)
+        finally:
+            writer.discard()
+
+    def writer(self, track_id: str, frames: int, shapes: dict[str, tuple[int, ...]]) -> TrackWriter:
+        """An incremental writer of one track of ``frames`` rows: float16 arrays of per-row
+        ``shapes`` (``features`` among them) and the valid mask, rows put as they come."""
+        return TrackWriter(self, track_id, frames, shapes)
 
     def read(self, track_id: str, array: str = "features", mmap: bool = True) -> np.ndarray:
         """An array of a finished track, memory-mapped (or read into memory: small arrays)."""
@@ -160,3 +161,131 @@ class FeatureStore:
         text = json.dumps(manifest, indent=1)
         _atomic_bytes(self.folder / "manifest.json", lambda f: f.write(text.encode()))
         return manifest
+
+
+class TrackWriter:
+    """One track's arrays filled row by row in temporary files of the store folder, then
+    finished as :meth:`FeatureStore.write` finishes a track: each file fsynced, renamed into
+    place and checksummed, the record written last.
+
+    Rows are written with ``pwrite``, not through a memory map, so they go to the page cache
+    without staying in the process's resident memory: a long track costs no more memory than a
+    short one. Rows never put stay zero (and invalid). Temporary files are named
+    ``.<final name>.<random>.tmp``, which no reader takes for a track's file; opening a writer
+    removes those a killed run left for the same track. One process per track (the
+    extraction's ranks split the tracks).
+    """
+
+    def __init__(self, store: FeatureStore, track_id: str, frames: int, shapes: dict[str, tuple[int, ...]]) -> None:
+        if "features" not in shapes:
+            raise ValueError(f"{track_id}: a track needs a features array")
+        self.store, self.track_id, self.frames = store, track_id, frames
+        # The record lists files in this order, as FeatureStore.write always has.
+        layout = {"features": (np.dtype(np.float16), tuple(shapes["features"])), "valid": (np.dtype(bool), ())}
+        layout.update((name, (np.dtype(np.float16), tuple(shape))) for name, shape in shapes.items())
+        _remove_stale(store.folder / f"{track_id}.json")
+        self._files: dict[str, _TempArray] = {}
+        try:
+            for name, (dtype, shape) in layout.items():
+                self._files[name] = _TempArray(store.file(track_id, name), dtype, (frames, *shape))
+        except OSError:
+            self.discard()
+            raise
+
+    def put(self, rows: np.ndarray, arrays: dict[str, np.ndarray | bool]) -> None:
+        """Write ``arrays[name][i]`` at row ``rows[i]`` for each named array (a scalar fills
+        every row given, e.g. ``{"valid": True}``); rows in any order."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not len(rows):
+            return
+        if rows.min() < 0 or rows.max() >= self.frames:
+            raise IndexError(f"{self.track_id}: rows outside 0..{self.frames - 1}")
+        order = np.argsort(rows, kind="stable") if np.any(np.diff(rows) < 0) else None
+        if order is not None:
+            rows = rows[order]
+        # One pwrite per run of consecutive rows.
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        runs = list(zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(rows)].tolist()))
+        for name, values in arrays.items():
+            target = self._files[name]
+            values = np.broadcast_to(np.asarray(values, dtype=target.dtype), (len(rows), *target.shape[1:]))
+            if order is not None:
+                values = values[order]
+            for start, end in runs:
+                target.write(int(rows[start]), values[start:end])
+
+    def commit(self, accounting: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None) -> None:
+        """Finish the track: every file synced, moved into place and checksummed, then its
+        record (with the frame ``accounting`` and ``inputs``), which marks it finished."""
+        valid_rows = int(self._files["valid"].read().sum())
+        files, dims = {}, {}
+        for name in list(self._files):
+            array = self._files.pop(name)
+            dims[name] = int(np.prod(array.shape[1:]))
+            final = array.finish()
+            files[final.name] = _sha256(final)
+        record = {
+            "track": self.track_id, "frames": self.frames, "dims": dims, "valid_rows": valid_rows, "files": files,
+            "accounting": accounting or {}, "inputs": inputs or {},
+        }
+        text = json.dumps(record, indent=1)
+        _atomic_bytes(self.store.folder / f"{self.track_id}.json", lambda f: f.write(text.encode()))
+
+    def clear(self) -> None:
+        """Set every row back to zero (and invalid), as if none had been put."""
+        for array in self._files.values():
+            array.clear()
+
+    def discard(self) -> None:
+        """Remove the temporary files of an unfinished track (nothing after :meth:`commit`)."""
+        while self._files:
+            self._files.popitem()[1].remove()
+
+
+class _TempArray:
+    """An ``.npy`` file being filled in place: the header np.save writes, zeros until written."""
+
+    def __init__(self, final: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        _remove_stale(final)
+        self.final, self.dtype, self.shape = final, dtype, shape
+        self.fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        self.path = Path(name)
+        with os.fdopen(os.dup(self.fd), "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+            self.offset = f.tell()
+            self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+            f.truncate(self.offset + shape[0] * self.row_bytes)  # sparse: unwritten rows read as zeros
+
+    def write(self, row: int, values: np.ndarray) -> None:
+        """Write consecutive rows starting at ``row``."""
+        data = memoryview(np.ascontiguousarray(values)).cast("B")
+        position = self.offset + row * self.row_bytes
+        while len(data):  # a single pwrite may write less (2 GiB cap, signals)
+            written = os.pwrite(self.fd, data, position)
+            data, position = data[written:], position + written
+
+    def clear(self) -> None:
+        """Every row back to zeros: cut the file to its header and extend it again (sparse)."""
+        os.ftruncate(self.fd, self.offset)
+        os.ftruncate(self.fd, self.offset + self.shape[0] * self.row_bytes)
+
+    def read(self) -> np.ndarray:
+        return np.fromfile(self.path, dtype=self.dtype, offset=self.offset).reshape(self.shape)
+
+    def finish(self) -> Path:
+        """fsync, close and move into place; returns the final path."""
+        os.fsync(self.fd)
+        os.close(self.fd)
+        os.replace(self.path, self.final)
+        return self.final
+
+    def remove(self) -> None:
+        os.close(self.fd)
+        self.path.unlink(missing_ok=True)
+
+
+def _remove_stale(final: Path) -> None:
+    """Delete the temporary files a killed writer left for ``final`` (see :func:`_atomic_bytes`)."""
+    for stale in final.parent.glob(f"{glob.escape('.' + final.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from features.align import pool_to_frames
-from features.audio import (LogMelExtractor, LogMelSpec, Wav2Vec2Extractor, Wav2Vec2Spec, chunk_bounds,
+from features.audio import (FramePool, LogMelExtractor, LogMelSpec, Wav2Vec2Extractor, Wav2Vec2Spec, chunk_bounds,
                             conv_geometry)
-from features.media import MediaError, decode_audio, frame_timestamps, video_duration
+from features.extract import Job, extract_audio, timing
+from features.media import MediaError, audio_pieces, audio_samples, decode_audio, frame_timestamps, video_duration
+from features.store import FeatureStore
 from tests.conftest import clip
 
 SR = 16000
@@ -32,8 +34,9 @@ def tiny_w2v(**overrides) -> Wav2Vec2Extractor:
 
 
 def write_video(path: Path, *, seconds: float = 2.0, video_start: int = 0, audio: np.ndarray | None = None,
-                audio_rate: int = 44100) -> Path:
-    """An mp4 (MPEG-4 video 64x48 at 25 fps; AAC stereo from ``audio`` (2, N) if given)."""
+                audio_rate: int = 44100, audio_start: int = 0) -> Path:
+    """An mp4 (MPEG-4 video 64x48 at 25 fps from frame ``video_start``; AAC stereo from
+    ``audio`` (2, N) if given, from sample ``audio_start``)."""
     import av
 
     with av.open(str(path), "w") as out:
@@ -53,7 +56,7 @@ def write_video(path: Path, *, seconds: float = 2.0, video_start: int = 0, audio
             for k in range(0, audio.shape[1], 1024):
                 frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[:, k:k + 1024], np.float32),
                                                    format="fltp", layout="stereo")
-                frame.sample_rate, frame.pts = audio_rate, k
+                frame.sample_rate, frame.pts = audio_rate, k + audio_start
                 out.mux(sound.encode(frame))
             out.mux(sound.encode())
     return path
@@ -106,6 +109,27 @@ def test_decode_timing_and_both_channels_on_the_decoder_clock(tmp_path, video_st
         near = np.abs(wave[expected - 80:expected + 80])
         assert abs(int(np.argmax(near)) - 80) <= 1, f"click at {t} s found {np.argmax(near) - 80} samples off"
         assert near.max() > 0.1  # neither channel dropped by the downmix
+
+
+@pytest.mark.parametrize("video_start, audio_start", [(5, 0), (0, 11025)])
+def test_audio_pieces_join_into_the_decoded_waveform(tmp_path, video_start, audio_start):
+    # Audio starting before the first video frame (head dropped) or after it (zeros first),
+    # cropped, padded or left whole: piece by piece, the same samples as decode_audio's.
+    rate = 44100
+    t = np.arange(2 * rate) / rate
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 220 * t)]).astype(np.float32)
+    path = write_video(tmp_path / "tone.mp4", video_start=video_start, audio=stereo, audio_rate=rate,
+                       audio_start=audio_start)
+    duration = video_duration(path)
+    for crop in (None, duration, duration + 0.7, 0.3, 0.0):
+        whole = decode_audio(path, SR, duration=crop)
+        if crop is not None:
+            assert len(whole) == audio_samples(crop, SR)
+        for seconds in (0.01, 0.3, 10.0):
+            pieces = list(audio_pieces(path, SR, duration=crop, piece_seconds=seconds))
+            assert all(len(piece) == int(seconds * SR) for piece in pieces[:-1])
+            np.testing.assert_array_equal(np.concatenate([np.zeros(0, np.float32), *pieces]), whole)
+    assert audio_pieces(write_video(tmp_path / "silent_film.mp4"), SR) is None
 
 
 # -------------------------------------------------------------------------------- alignment
@@ -303,6 +327,99 @@ def test_wav2vec2_survives_silence_short_input_and_real_clips():
         tiny_w2v(overlap_seconds=0.0)
     with pytest.raises(ValueError, match="layers"):
         tiny_w2v(layers=4)
+
+
+# ------------------------------------------------------------------------------ streaming
+
+# Streamed rows (waveform in pieces, rows pooled as their windows complete) against the
+# whole-waveform path: bitwise equal on the project's machine (largest difference 0.0, for
+# 10 minutes of log-mel too). The tolerance leaves room for float rounding that can differ
+# where the two paths add in another order: the mel projection over fewer STFT columns per
+# call, and the pool's running sums starting at another step.
+STREAM_RTOL = STREAM_ATOL = 1e-6
+
+
+def streamed(extractor, wave: np.ndarray, frames: np.ndarray, pieces: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """Rows computed as extraction does (pieces in, rows out as they complete), and how many
+    pieces had been read when the first steps came out."""
+    read, first = [0], None
+
+    def counted():
+        for piece in pieces:
+            read[0] += 1
+            yield piece
+
+    pool = FramePool(frames, extractor.spec.window)
+    out = np.full((len(frames), extractor.output_dims["features"]), np.nan, np.float32)
+    for times, steps in extractor.iter_steps(counted(), len(wave)):
+        first = read[0] if first is None else first
+        rows, values = pool.push(times, steps)
+        out[rows] = values
+    rows, values = pool.finish()
+    out[rows] = values
+    return out, first
+
+
+@pytest.mark.parametrize("kind", ["logmel", "wav2vec2"])
+def test_streamed_rows_equal_the_whole_waveform_rows(kind):
+    rng = np.random.default_rng(6)
+    wave = (0.1 * rng.standard_normal(int(7.3 * SR) + 11)).astype(np.float32)
+    wave[SR:3 * SR] += 0.4 * np.sin(2 * np.pi * 700 * np.arange(2 * SR) / SR).astype(np.float32)
+    # Variable frame rate, and frames before the audio's start and past its end.
+    frames = np.concatenate([[-0.3], np.cumsum(rng.uniform(0.02, 0.06, 180)), [7.6, 8.0]])
+    if kind == "logmel":
+        extractor = LogMelExtractor(LogMelSpec(name="logmel", n_mels=16))
+        extractor.block_steps = 70  # many blocks in 7 s
+    else:
+        extractor = tiny_w2v(normalize=True, batch_size=3)
+    whole = extractor.extract(wave, frames)
+    # Ragged pieces, empty ones among them; 0.1 s on average.
+    cuts = np.sort(rng.integers(0, len(wave) + 1, 72))
+    pieces = np.split(wave, np.sort(np.concatenate([cuts, cuts[::9]])))
+    rows, first = streamed(extractor, wave, frames, pieces)
+    assert np.isfinite(rows).all()
+    np.testing.assert_allclose(rows, whole, rtol=STREAM_RTOL, atol=STREAM_ATOL)
+    # Steps come out long before the waveform is read (a 0.7 s mel block; three 0.5 s chunks).
+    assert first < len(pieces) / 3
+    for piece in ([wave], [wave[:5], wave[5:]]):
+        np.testing.assert_allclose(streamed(extractor, wave, frames, piece)[0], whole, rtol=STREAM_RTOL,
+                                   atol=STREAM_ATOL)
+
+
+@pytest.mark.parametrize("kind", ["logmel", "wav2vec2"])
+def test_extract_audio_streams_the_rows_the_whole_waveform_gives(tmp_path, kind):
+    # 12 s of tone: two decoded pieces, two log-mel blocks, 24 wav2vec2 chunks; a _left/_right
+    # pair sharing the video with different row counts; a silent track and one without audio.
+    rate = 44100
+    t = np.arange(12 * rate) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t) * (0.6 + 0.4 * np.sin(np.pi * t))).astype(np.float32)
+    tone_clip = write_video(tmp_path / "tone.mp4", seconds=12, audio=np.stack([tone, 0.5 * tone]))
+    silent_clip = write_video(tmp_path / "silent.mp4", seconds=3, audio=np.zeros((2, 3 * rate), np.float32))
+    mute_clip = write_video(tmp_path / "mute.mp4", seconds=1)
+    jobs = [Job("tone_left", 302, tone_clip), Job("tone_right", 297, tone_clip), Job("silent", 75, silent_clip),
+            Job("mute", 25, mute_clip)]
+    extractor = LogMelExtractor(LogMelSpec(name="logmel", n_mels=16)) if kind == "logmel" else tiny_w2v()
+    store = FeatureStore(tmp_path / "store")
+    store.folder.mkdir()
+    outcome = extract_audio(extractor, jobs, store, lambda message: None)
+    assert sorted(outcome.written) == sorted(job.id for job in jobs) and not outcome.failed
+    duration = video_duration(tone_clip)
+    waveform = decode_audio(tone_clip, SR, duration=duration)
+    for job in jobs[:2]:
+        times = timing(job)[0]
+        whole = extractor.extract(waveform, times)
+        valid = times <= len(waveform) / SR
+        whole[~valid] = 0.0
+        assert valid.sum() == min(job.frames, 300) and store.record(job.id)["accounting"]["audio"] == "sound"
+        np.testing.assert_array_equal(store.read(job.id, "valid"), valid)
+        # Stored as float16: equal rows give equal halves, or neighbours where float rounding
+        # moved a value across a float16 rounding boundary.
+        np.testing.assert_allclose(np.asarray(store.read(job.id), np.float32),
+                                   whole.astype(np.float16).astype(np.float32), rtol=2 ** -10, atol=0)
+    for job, audio in ((jobs[2], "silent"), (jobs[3], "none")):
+        assert store.record(job.id)["accounting"]["audio"] == audio
+        assert not np.asarray(store.read(job.id, "valid")).any() and not np.asarray(store.read(job.id)).any()
+    assert not list(store.folder.glob(".*.tmp"))
 
 
 # ------------------------------------------------------------------------- specs, registry

@@ -1,4 +1,9 @@
+import io
 import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +71,47 @@ def test_folder_is_named_by_fingerprint(tmp_path):
     c = FeatureStore.for_spec(tmp_path, "dvd", ExtractorSpec(name="toy", modality="audio"))
     assert a.folder == b.folder != c.folder
     assert a.folder.name.startswith("toy-")
+
+
+def test_writer_rows_in_any_order_give_the_files_write_gives(store):
+    rng = np.random.default_rng(0)
+    valid = np.array([True, False, True, True, False, True, True])
+    features = np.where(valid[:, None], rng.standard_normal((7, 3)), 0.0)  # rows never put stay zero
+    logits = np.where(valid[:, None], rng.standard_normal((7, 2)), 0.0)
+    store.write("whole", features, valid, extra={"logits": logits}, accounting={"rows": 7}, inputs={"video": "v"})
+    writer = store.writer("rows", 7, {"features": (3,), "logits": (2,)})
+    for rows in (np.array([6, 0, 5]), np.array([2, 3])):  # out of order, with gaps
+        writer.put(rows, {"features": features[rows], "logits": logits[rows], "valid": True})
+    assert store.record("rows") is None and not store.file("rows").exists()  # nothing final before commit
+    writer.commit({"rows": 7}, {"video": "v"})
+    whole, rows = store.record("whole"), store.record("rows")
+    assert list(rows["files"].values()) == list(whole["files"].values())  # byte-identical files
+    assert {k: rows[k] for k in ("frames", "dims", "valid_rows", "accounting", "inputs")} == \
+        {k: whole[k] for k in ("frames", "dims", "valid_rows", "accounting", "inputs")}
+    assert store.is_complete("rows", 7) and not list(store.folder.glob("*.tmp"))
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(features, np.float16))  # the format and checksums of np.save's files
+    assert store.file("rows").read_bytes() == buffer.getvalue()
+
+
+def test_cleared_writer_commits_zero_rows(store):
+    writer = store.writer("t", 4, {"features": (2,)})
+    writer.put(np.arange(4), {"features": np.ones((4, 2)), "valid": True})
+    writer.clear()
+    writer.commit()
+    assert not np.asarray(store.read("t")).any() and store.record("t")["valid_rows"] == 0
+
+
+def test_killed_writer_leaves_no_track_and_the_next_one_removes_its_files(store):
+    code = ("import os, signal, sys, numpy as np; from features.store import FeatureStore; "
+            f"w = FeatureStore({str(store.folder)!r}).writer('t', 100, {{'features': (4,)}}); "
+            "w.put(np.arange(50), {'features': np.ones((50, 4)), 'valid': True}); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    root = Path(__file__).resolve().parents[1]
+    assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == -signal.SIGKILL
+    left = sorted(p.name for p in store.folder.iterdir() if p.name != "spec.json")
+    assert len(left) == 2 and all(name.startswith((".t.npy.", ".t.valid.npy.")) and name.endswith(".tmp")
+                                  for name in left)
+    assert store.tracks() == [] and store.record("t") is None and not store.is_complete("t")
+    store.write("t", np.ones((100, 4)), np.ones(100, bool))
+    assert store.is_complete("t", 100) and not list(store.folder.glob(".*"))
