@@ -91,7 +91,9 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
                                 [decide(task, track_output(predictions[t.id], config.cv.primary,
                                                            config.cv.secondary).primary) for t in held_out],
                                 [t.valid for t in held_out])
-        log(f"{task.name.upper()} fold {k}: held-out score {held_out_score:.4f} ({config.cv.primary}, as in report.md)")
+        log(f"{task.name.upper()} fold {k}: {config.train.epochs} epochs on {len(tracks[task]) - len(held_out)} "
+            f"tracks, held-out score {held_out_score:.4f} over {len(held_out)} ({SOURCES[config.cv.primary]}, "
+            "as in report.md)")
         cv.finish_fold(k, digest, result.best_checkpoint, held_out_score, predictions)
     return cv
 

@@ -74,12 +74,14 @@ quiet_lightning()
 class EpochLog(Callback):
     """Logs ``<prefix> epoch 3/12: train loss 0.812, val/score 0.4123`` (the epoch's mean
     training loss, the validation score after it) at most once every ``every`` seconds, and
-    always the fit's last epoch. The first line also carries ``context`` (what is trained on),
+    the fit's last epoch unless ``last`` is False. The first line also carries ``context`` (what is trained on),
     so that a fit shorter than ``every`` takes one line in all."""
 
-    def __init__(self, prefix: str, log: Log, every: float = EPOCH_LOG_EVERY, context: str = "") -> None:
+    def __init__(self, prefix: str, log: Log, every: float = EPOCH_LOG_EVERY, context: str = "",
+                 last: bool = True) -> None:
         # Not ``self.log``: Lightning sets that attribute of every callback to the module's log().
         self.prefix, self.write, self.every, self.context = prefix, log, every, context
+        self.last = last  # False: the caller reports the fit's end itself (cross-validation)
         self.last_line: str | None = None
         self._logged = True
         self._last_time = 0.0
@@ -121,7 +123,7 @@ class EpochLog(Callback):
             self._emit()
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.is_global_zero and not self._logged:
+        if trainer.is_global_zero and self.last and not self._logged:
             self._emit()
 
     def _emit(self) -> None:
@@ -228,7 +230,7 @@ def train(config: Config, run_dir: Path | Callable[[], Path], fold: int | None =
                f"streams {', '.join(train_set.streams)}")
     trainer = L.Trainer(
         max_epochs=t.epochs, deterministic=t.deterministic, default_root_dir=run_dir,
-        callbacks=[checkpoint, EpochLog(prefix, log, EPOCH_LOG_EVERY, context)]
+        callbacks=[checkpoint, EpochLog(prefix, log, EPOCH_LOG_EVERY, context, last=select)]
         + ([EarlyStopping(monitor="val/score", mode="max", patience=t.patience)] if select else []),
         logger=CSVLogger(run_dir, name="", version="logs"), enable_progress_bar=False, enable_model_summary=False,
         log_every_n_steps=max(1, min(5, batches)), num_sanity_val_steps=0, **dict(t.trainer),
