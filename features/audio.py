@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from features.align import pool_to_frames
-from features.specs import ExtractorSpec, missing_pretrained, register
+from features.specs import ExtractorSpec, PretrainedSpec, register
 
 # Wav2Vec2FeatureExtractor's variance floor, kept identical so normalised inputs match it.
 _NORM_EPS = 1e-7
@@ -148,7 +148,7 @@ class FramePool:
 
 
 @dataclass(frozen=True)
-class Wav2Vec2Spec(ExtractorSpec):
+class Wav2Vec2Spec(PretrainedSpec):
     """wav2vec2 features: mean of the last ``layers`` hidden states, pooled ±``window`` s.
 
     ``model`` is a hub id or a local directory written by ``save_pretrained``; ``revision``
@@ -175,22 +175,6 @@ class Wav2Vec2Spec(ExtractorSpec):
     window: float = 0.5
     normalize: bool | None = None
     dtype: str = "float32"
-
-    def _loads_directory(self) -> bool:
-        return self.config is None and Path(self.model).expanduser().is_dir()
-
-    def numeric_fields(self) -> dict[str, Any]:
-        fields = super().numeric_fields()
-        if self._loads_directory():
-            fields["model"] = "<local directory>"  # its content hash stands for it: moving it keeps the cache
-        return fields
-
-    def weight_sources(self) -> list[str]:
-        """The local model directory, when ``model`` is one and no random ``config`` is used."""
-        return [str(Path(self.model).expanduser())] if self._loads_directory() else []
-
-    def missing_weights(self) -> list[str]:
-        return [] if self.config is not None else missing_pretrained(self.model, self.revision)
 
 
 def conv_geometry(conv_kernel: tuple[int, ...] | list[int], conv_stride: tuple[int, ...] | list[int]) -> tuple[int, int]:

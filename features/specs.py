@@ -97,6 +97,33 @@ class ExtractorSpec:
 
 
 @dataclass(frozen=True)
+class PretrainedSpec(ExtractorSpec):
+    """Base of the specs of a transformers model: ``model`` a hub id (read from the local HF
+    cache) or a ``save_pretrained`` directory, ``revision`` the hub commit, ``config`` a config
+    for random weights instead (tests, demo). A local directory is fingerprinted by its content,
+    not its path, so moving it keeps the cache."""
+
+    model: str = ""
+    revision: str | None = None
+    config: dict | None = None
+
+    def _loads_directory(self) -> bool:
+        return self.config is None and Path(self.model).expanduser().is_dir()
+
+    def numeric_fields(self) -> dict[str, Any]:
+        fields = super().numeric_fields()
+        if self._loads_directory():
+            fields["model"] = "<local directory>"  # its content hash stands for it
+        return fields
+
+    def weight_sources(self) -> list[str]:
+        return [str(Path(self.model).expanduser())] if self._loads_directory() else []
+
+    def missing_weights(self) -> list[str]:
+        return [] if self.config is not None else missing_pretrained(self.model, self.revision)
+
+
+@dataclass(frozen=True)
 class Entry:
     spec: type[ExtractorSpec]
     build: Callable[[Any], Any]

@@ -32,7 +32,7 @@ from torch import nn
 
 from abaw.tasks import ABAW_FROM_AFFECTNET
 from features.crops import INTERPOLATIONS, Box, multiscale_crops
-from features.specs import ExtractorSpec, missing_pretrained, register
+from features.specs import ExtractorSpec, PretrainedSpec, register
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,7 +52,7 @@ def _validate(spec: DinoV2Spec | EfficientNetSpec, **choices: tuple | dict) -> N
 
 
 @dataclass(frozen=True)
-class DinoV2Spec(ExtractorSpec):
+class DinoV2Spec(PretrainedSpec):
     """DINOv2 backbone (transformers ``Dinov2Model``).
 
     ``model`` is a hub id (read from the local HF cache when offline) or a local directory
@@ -82,21 +82,6 @@ class DinoV2Spec(ExtractorSpec):
     def resolved_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The normalisation applied after /255."""
         return tuple(self.mean), tuple(self.std)
-
-    def _loads_directory(self) -> bool:
-        return self.config is None and Path(self.model).expanduser().is_dir()
-
-    def numeric_fields(self) -> dict[str, Any]:
-        fields = super().numeric_fields()
-        if self._loads_directory():
-            fields["model"] = "<local directory>"  # its content hash stands for it: moving it keeps the cache
-        return fields
-
-    def weight_sources(self) -> list[str]:
-        return [str(Path(self.model).expanduser())] if self._loads_directory() else []
-
-    def missing_weights(self) -> list[str]:
-        return [] if self.config is not None else missing_pretrained(self.model, self.revision)
 
 
 @dataclass(frozen=True)
