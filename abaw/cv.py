@@ -46,7 +46,10 @@ def source_scores(task: Task, held_out: dict[int, list[Track]], oof: dict[int, d
         folds = {}
         for k, tracks in held_out.items():
             values = [source_values(oof[k][t.id], name) for t in tracks]
-            if any(v is None for v in values):
+            # A source of another shape (an emotion classifier's 8 logits beside AU labels) is
+            # not a prediction of this task.
+            if any(v is None or v.shape[1] != t.labels.shape[1] * (task.output_size if task.kind == "multiclass"
+                                                                    else 1) for v, t in zip(values, tracks)):
                 break
             folds[k] = _score(task, [t.labels for t in tracks], [decide(task, v) for v in values],
                               [t.valid for t in tracks])
@@ -66,7 +69,7 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
     main = is_main_process()
     cv = CVDir.for_config(config, create=main)
     wanted = list(range(folds.k)) if folds_to_run is None else folds_to_run
-    digest = config_hash(config)
+    digest = config_hash(config, folds)
     finished, stale = cv.status(folds.k, digest)
     for k in wanted:
         if not 0 <= k < folds.k:
@@ -104,7 +107,7 @@ def summarise(config: Config, cv: CVDir, log=None) -> dict:
     task = get_task(config.train.task)
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
                                  seed=config.folds.seed)
-    cv.checkpoints(folds.k, config_hash(config))  # every fold finished under this configuration
+    cv.checkpoints(folds.k, config_hash(config, folds))  # every fold finished under this configuration
     per_fold: dict[int, tuple[list[Track], list[TrackOutput]]] = {}
     oof = {k: cv.oof(k) for k in range(folds.k)}
     for k in range(folds.k):
@@ -170,7 +173,9 @@ def run_cv(config: Config, folds_to_run: list[int] | None = None, log=None) -> t
     cv = run_folds(config, folds_to_run, log)
     if not is_main_process():
         return cv.path, None
-    finished, stale = cv.status(config.folds.k, config_hash(config))
+    folds, _ = ensure_folds(config.data.root, get_task(config.train.task).dataset, config.folds_path,
+                            k=config.folds.k, seed=config.folds.seed)
+    finished, stale = cv.status(config.folds.k, config_hash(config, folds))
     if len(finished) < config.folds.k:
         if stale:
             folds = ",".join(map(str, stale))

@@ -8,6 +8,7 @@ merges the manifests once all ranks are done.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -88,7 +89,8 @@ def _job(folder: Path, track_id: str, rows: int, video: Path | None, crop_dir: P
             present = affwild2.crop_mask(crop_dir, np.arange(1, rows + 1))
     inputs = {"rows": rows, "video": None, "video_bytes": None, "faces": faces}
     if video is not None:
-        inputs["video"] = video.resolve().relative_to(folder.resolve()).as_posix()
+        # Relative to the dataset folder as written (batch1/ may be a link to another disk).
+        inputs["video"] = Path(os.path.relpath(video, folder)).as_posix()
         inputs["video_bytes"] = video.stat().st_size
     if present is not None:
         digest = hashlib.sha256(np.packbits(present).tobytes()).hexdigest()[:12]

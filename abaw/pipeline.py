@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from abaw.baseline import constant_rows, trivial_values
-from abaw.config import Config, load_config, make_run_dir
+from abaw.config import Config, is_main_process, load_config, make_run_dir
 from abaw.cv import run_cv
 from abaw.data import resolve_tasks
 from abaw.data.records import DataError
@@ -79,7 +79,9 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
     tasks = resolve_tasks(root, config.tasks)
     log(f"[2/5] inspecting the dataset (tasks: {', '.join(t.name for t in tasks)})")
     stats, problems = inspect_root(root, log=log, tasks=tasks)
-    (run_dir / "inspect.txt").write_text(format_report(stats, problems) + "\n")
+    main = is_main_process()  # under Lightning's ddp every rank process runs this command too
+    if main:
+        (run_dir / "inspect.txt").write_text(format_report(stats, problems) + "\n")
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         print(format_report(stats, problems))
@@ -99,11 +101,15 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
         task_config = load_config([tasks_dir / f"{name}.yaml", config_path], overrides)
         log(f"[4/5] {name.upper()}: {task_config.folds.k}-fold cross-validation")
         cv_dir, summary = run_cv(task_config, log=log)
+        if not main:  # a rank process only joins the fits; rank 0 predicts, submits and reports
+            continue
         log(f"[5/5] {name.upper()}: test predictions and submission")
         predict(cv_dir, "test", log=log)
         written += submit(cv_dir, submission_dir)
         table.append((name, summary, baseline_cv(task_config, task), cv_dir))
 
+    if not main:
+        return 0
     lines = [f"{'task':<5} {'trivial baseline':>17}" + "".join(f" {label:>17}" for label in SOURCES.values())
              + f" {'post-processed':>17}"]
     for name, summary, (base_mean, base_std), _ in table:

@@ -11,6 +11,7 @@ import numpy as np
 from abaw.cv import track_output
 from abaw.data import load_tracks
 from abaw.data.records import DataError
+from abaw.folds import ensure_folds
 from abaw.postprocess import apply
 from abaw.rundir import CVDir, config_hash
 from abaw.score import normalise_split
@@ -72,7 +73,8 @@ def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
         raise DataError(Path(config.data.root), f"no {split} tracks for {task.name.upper()}")
     warn_in_sample(split, log)
     # Every fold trained under the configuration the directory holds, or a refusal naming them.
-    checkpoints = cv.checkpoints(config.folds.k, config_hash(config))
+    folds, _ = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k, seed=config.folds.seed)
+    checkpoints = cv.checkpoints(config.folds.k, config_hash(config, folds))
     params = cv.postprocess()
     if config.cv.ensemble not in ENSEMBLES:
         raise ValueError(f"cv.ensemble={config.cv.ensemble!r}: choose one of {', '.join(ENSEMBLES)}")

@@ -53,9 +53,11 @@ def source_values(prediction: dict[str, np.ndarray], name: str | None) -> np.nda
     return prediction.get(name)
 
 
-def config_hash(config: Config) -> str:
-    """Hash of everything that changes a fold's model (not where runs are written)."""
+def config_hash(config: Config, folds=None) -> str:
+    """Hash of everything that changes a fold's model (not where runs are written), the fold
+    assignment ``folds`` (``abaw.folds.Folds``) included: rebuilt folds retrain every fold."""
     relevant = {k: getattr(config, k) for k in ("seed", "data", "folds", "train")}
+    relevant["assignment"] = sorted(folds.videos.items()) if folds is not None else None
     relevant["features"] = config.extract.features
     relevant["faces"] = config.extract.faces
     relevant["cache"] = config.extract.cache
@@ -137,6 +139,8 @@ class CVDir:
                 other.unlink()
         for name in SUMMARY_FILES:
             (self.path / name).unlink(missing_ok=True)
+        for old in self.path.glob("predictions-*.npz"):  # made by the models this fold replaces
+            old.unlink()
         _write_json(fold / "done.json", {"config": digest, "score": score,
                                          "checkpoint": checkpoint.resolve().relative_to(self.path.resolve()).as_posix()})
 
@@ -159,6 +163,8 @@ class CVDir:
         return [self.path / self.done(k)["checkpoint"] for k in range(folds)]
 
     def save_postprocess(self, params: PostParams) -> None:
+        for old in self.path.glob("predictions-*.npz"):  # decided with the previous parameters
+            old.unlink()
         _write_json(self.path / "postprocess.json", params.to_json())
 
     def postprocess(self) -> PostParams:

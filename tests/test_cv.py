@@ -75,3 +75,16 @@ def test_a_cv_directory_never_mixes_folds_of_two_configurations(sample_root, tmp
     # Each fold keeps only the checkpoint it uses.
     for k in (0, 1):
         assert [p.name for p in (cv_dir / f"fold{k}" / "checkpoints").iterdir()] == ["last.ckpt"]
+
+
+def test_only_sources_shaped_like_the_task_are_scored():
+    from abaw.cv import source_scores
+    from abaw.tasks import AU
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((20, 12)) < 0.3).astype(np.float32)
+    track = Track("t", "au", "train", "t", None, Path("t"), np.arange(1, 21), labels, np.ones_like(labels, bool))
+    oof = {0: {"t": {"probabilities": rng.random((20, 12)), "emotion_logits": rng.normal(size=(20, 8)),
+                     "present": np.ones(20, bool)}}}
+    # The emotion classifier's 8 logits are no AU prediction: scored they would crash the summary.
+    assert list(source_scores(AU, {0: [track]}, oof)) == ["fusion"]

@@ -193,3 +193,16 @@ def test_missing_weights_are_listed_before_anything_is_extracted(odd_root, tmp_p
         assert f"extract.features.{label}:" in err
     assert not (tmp_path / "cache").exists()  # said before extraction began
 
+
+
+def test_a_video_folder_linked_from_another_disk_is_identified_where_it_is_named(tmp_path):
+    import os
+
+    from abaw.extraction import _job
+
+    (tmp_path / "disk" / "batch1").mkdir(parents=True)
+    (tmp_path / "disk" / "batch1" / "a.mp4").write_bytes(b"video")
+    (tmp_path / "ds" / "Aff-Wild2").mkdir(parents=True)
+    os.symlink(tmp_path / "disk" / "batch1", tmp_path / "ds" / "Aff-Wild2" / "batch1")
+    job = _job(tmp_path / "ds" / "Aff-Wild2", "a", 3, tmp_path / "ds" / "Aff-Wild2" / "batch1" / "a.mp4", None, "frame")
+    assert job.inputs["video"] == "batch1/a.mp4" and job.inputs["video_bytes"] == 5
