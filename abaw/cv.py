@@ -59,9 +59,10 @@ def source_scores(task: Task, held_out: dict[int, list[Track]], oof: dict[int, d
     return scores
 
 
-def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -> CVDir:
+def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -> tuple[CVDir, str]:
     """Train the requested folds (default all) that are not finished under this configuration,
-    and store their out-of-fold predictions; a fold finished under it is reused."""
+    and store their out-of-fold predictions; a fold finished under it is reused. Returns the CV
+    directory and the configuration's hash (folds included)."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     task = resolve_tasks(config.data.root, [config.train.task])[0]
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
@@ -98,7 +99,7 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
             f"tracks, held-out score {held_out_score:.4f} over {len(held_out)} ({SOURCES[config.cv.primary]}, "
             "as in report.md)")
         cv.finish_fold(k, digest, result.best_checkpoint, held_out_score, predictions)
-    return cv
+    return cv, digest
 
 
 def summarise(config: Config, cv: CVDir, log=None) -> dict:
@@ -170,16 +171,14 @@ def run_cv(config: Config, folds_to_run: list[int] | None = None, log=None) -> t
     """``abaw cv``: the requested folds, then the summary once every fold is finished under
     this configuration (folds finished under another one are named in the log)."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    cv = run_folds(config, folds_to_run, log)
+    cv, digest = run_folds(config, folds_to_run, log)
     if not is_main_process():
         return cv.path, None
-    folds, _ = ensure_folds(config.data.root, get_task(config.train.task).dataset, config.folds_path,
-                            k=config.folds.k, seed=config.folds.seed)
-    finished, stale = cv.status(config.folds.k, config_hash(config, folds))
+    finished, stale = cv.status(config.folds.k, digest)
     if len(finished) < config.folds.k:
         if stale:
-            folds = ",".join(map(str, stale))
-            log(f"fold(s) {folds} of {cv.path} were trained under another configuration: they are not summarised "
-                f"with this one; run abaw cv --config <this config> --folds {folds} (or without --folds)")
+            names = ",".join(map(str, stale))
+            log(f"fold(s) {names} of {cv.path} were trained under another configuration: they are not summarised "
+                f"with this one; run abaw cv --config <this config> --folds {names} (or without --folds)")
         return cv.path, None
     return cv.path, summarise(config, cv, log)
