@@ -129,6 +129,17 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _faces(args: argparse.Namespace) -> int:
+    from abaw.faces import run_faces
+    from features.faces import DetectorSpec
+
+    settings = {k: v for k, v in (("detect_size", args.detect_size), ("frame_step", args.frame_step),
+                                  ("min_face_size", args.min_face_size)) if v is not None}
+    if settings.get("detect_size") == 0:
+        settings["detect_size"] = None
+    return run_faces(args.videos, args.out, DetectorSpec(**settings), overrides=args.overrides, device=args.device)
+
+
 def _run(args: argparse.Namespace) -> int:
     from abaw.pipeline import run
 
@@ -176,6 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("root", help="dataset root with the train and validation annotations")
     p.set_defaults(handler=_folds)
 
+    p = commands.add_parser("faces", help="detect and track faces in raw videos: one CSV of boxes per video")
+    p.add_argument("videos", nargs="+", metavar="VIDEO_OR_ROOT", help="video files, or folders searched for videos")
+    p.add_argument("--out", required=True, help="folder of the <video stem>.csv files (a rerun resumes)")
+    p.add_argument("--device", default="auto", help="auto (GPU when there is one), cpu or cuda")
+    p.add_argument("--overrides", default=None, help="per-video settings (YAML): identity, min_face_size, "
+                                                      "threshold, box, no_face")
+    p.add_argument("--detect-size", type=int, default=None,
+                   help="longest side of the frames the detector sees (default 640; 0: as decoded)")
+    p.add_argument("--frame-step", type=int, default=None,
+                   help="detect on every N-th frame, interpolate between (default 1)")
+    p.add_argument("--min-face-size", type=int, default=None, help="smallest face in full-frame pixels (default 20)")
+    p.set_defaults(handler=_faces)
+
     p = commands.add_parser("extract", help="extract features once into the cache (resumable)")
     p.add_argument("--config", required=True, help="e.g. configs/extract/sample.yaml")
     p.add_argument("--devices", type=int, default=None, help="processes per node (Lightning Fabric)")
@@ -221,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (DataError, ConfigError, MediaError, ValueError) as e:
+    except (DataError, ConfigError, MediaError, ValueError, FileNotFoundError) as e:
         print(f"abaw: error: {e}", file=sys.stderr)
         return 1
 

@@ -59,13 +59,20 @@ class ExtractConfig:
     ``{"face": {"extractor": "efficientnet", "weights": "..."}}``; a label without an
     ``extractor`` key names the registry entry itself. ``faces`` names per dataset where the
     visual extractors take their pixels: ``crops`` (the organisers' ``cropped_aligned/``; a
-    track without crops is face-absent), ``frame`` (whole frames: scenes such as DVD) or
-    ``none``. The source is part of the cache key.
+    track without crops is face-absent), ``detected`` (faces detected and tracked in the raw
+    video, :mod:`abaw.faces`), ``frame`` (whole frames: scenes such as DVD) or ``none``; a
+    feature entry's own ``faces: {dataset: source}`` takes precedence for that feature. The
+    source is part of the cache key. ``detector`` and ``tracker`` hold
+    ``features.faces.DetectorSpec`` and ``features.tracking.TrackerSpec`` fields, and
+    ``face_overrides`` a per-video overrides file (``features.tracking.read_overrides``).
     """
 
     cache: str = "cache/features"
     features: dict[str, Any] = field(default_factory=dict)
     faces: dict[str, str] = field(default_factory=lambda: {"affwild2": "crops", "dvd": "frame"})
+    detector: dict[str, Any] = field(default_factory=dict)
+    tracker: dict[str, Any] = field(default_factory=dict)
+    face_overrides: str | None = None
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
@@ -75,10 +82,19 @@ class ExtractConfig:
         """label -> (registry name, spec overrides) of every entry of ``features``."""
         return {label: extractor_entry(label, entry) for label, entry in self.features.items()}
 
+    def faces_of(self, label: str, dataset: str) -> str:
+        """The face source of feature ``label`` on ``dataset``: the entry's own, else the dataset's."""
+        own = (self.features.get(label) or {}).get("faces") or {}
+        if not isinstance(own, dict):
+            raise ConfigError(f"extract.features.{label}.faces must map a dataset to a face source, e.g. "
+                              f"{{affwild2: detected}}; got {own!r}")
+        return own.get(dataset, self.faces.get(dataset))
+
 
 def extractor_entry(label: str, entry: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     """(registry name, spec overrides) of one ``extract.features`` entry."""
     overrides = dict(entry or {})
+    overrides.pop("faces", None)  # where the pixels come from, not a setting of the extractor
     return overrides.pop("extractor", label), overrides
 
 

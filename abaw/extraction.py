@@ -19,10 +19,13 @@ import torch
 from abaw.config import Config, ConfigError, extractor_entry
 from abaw.data import affwild2, dataset_folder, dataset_key, load_tracks, resolve_tasks
 from abaw.data.records import Problem
+from abaw.faces import FaceFinder, FaceTrack, face_store, faces_hash, fill_face_store, read_faces
 from abaw.inspection import uncropped_warnings
 from abaw.tasks import AFFWILD2_TASKS, VD
 from features.extract import FACE_SOURCES, Job, Outcome, accounting_table, extract_audio, extract_visual
+from features.faces import DetectorSpec
 from features.specs import create_extractor, make_spec
+from features.tracking import TrackerSpec, read_overrides
 from features.store import FeatureStore
 
 Log = Callable[[str], None]
@@ -32,10 +35,13 @@ def stale_tracks(config: Config, dataset: str, streams: dict, tracks: list) -> l
     """One line per track of ``tracks`` whose cached rows in any of ``streams`` (label ->
     ``abaw.training.data.Stream``) are missing, fewer than its rows, or computed from other
     inputs than the current ones."""
-    jobs = {job.id: job for job in jobs_for(config, dataset)}
-    lines = []
+    lines, jobs_by_source = [], {}
     for label, stream in streams.items():
         store = stream.store
+        source = face_source(config, dataset, label) if stream.modality == "visual" else None
+        if source not in jobs_by_source:
+            jobs_by_source[source] = {job.id: job for job in jobs_for(config, dataset, faces=source)}
+        jobs = jobs_by_source[source]
         for track in tracks:
             record, job = store.record(track.id), jobs.get(track.id)
             if record is None:
@@ -47,66 +53,127 @@ def stale_tracks(config: Config, dataset: str, streams: dict, tracks: list) -> l
     return lines
 
 
-def jobs_for(config: Config, dataset: str, problems: list[Problem] | None = None) -> list[Job]:
+def jobs_for(config: Config, dataset: str, problems: list[Problem] | None = None,
+             faces: str | None = None) -> list[Job]:
     """One job per track id of ``dataset`` at ``config.data.root`` (all tasks and splits; a
     track annotated for several Aff-Wild2 tasks is extracted once, with as many rows as its
     longest annotation).
 
-    The face source is ``extract.faces`` of the dataset (``crops``, ``frame`` or ``none``);
-    with ``crops`` a track without a crop folder gets ``none`` (every row face-absent), with a
-    warning appended to ``problems``.
+    The face source is ``faces``, by default ``extract.faces`` of the dataset (``crops``,
+    ``detected``, ``frame`` or ``none``). With ``crops`` a track without a crop folder gets
+    ``none`` (every row face-absent), with a warning appended to ``problems``; with
+    ``detected`` the rows and boxes are those of the faces stream (:func:`fill_faces`), and a
+    track not in it yet has no face rows, and inputs that say so.
     """
-    root, faces = config.data.root, face_source(config, dataset)
+    root, faces = config.data.root, faces or face_source(config, dataset)
     if dataset == "dvd" and faces == "crops":
         raise ConfigError("extract.faces.dvd=crops: DVD ships no face crops; use frame (whole scenes) or none")
     folder = dataset_folder(root, dataset)
+    found = faces_of_tracks(config, dataset) if faces == "detected" else None
     if dataset == "dvd":
-        return [_job(folder, t.id, int(t.frames.max()), t.video_path, None, faces) for t in load_tracks(root, VD)]
+        return [_job(folder, t.id, int(t.frames.max()), t.video_path, None, faces, found)
+                for t in load_tracks(root, VD)]
     layout = affwild2.find_layout(root)
-    rows: dict[str, int] = {}
-    first = {}
-    for task in AFFWILD2_TASKS:
-        if layout.task_dir(task) is None and task.template_key not in layout.templates:
-            continue
-        for track in affwild2.load_tracks(layout, task):
-            rows[track.id] = max(rows.get(track.id, 0), int(track.frames.max()))
-            first.setdefault(track.id, track)
-    jobs = [_job(folder, track_id, count, first[track_id].video_path, first[track_id].crop_dir, faces)
-            for track_id, count in sorted(rows.items())]
+    first = _affwild2_tracks(layout)
+    jobs = [_job(folder, track_id, rows, track.video_path, track.crop_dir, faces, found)
+            for track_id, (rows, track) in sorted(first.items())]
     if problems is not None and faces == "crops":
         problems.extend(uncropped_warnings(layout, {job.id for job in jobs if job.faces == "none"}))
     return jobs
 
 
-def _job(folder: Path, track_id: str, rows: int, video: Path | None, crop_dir: Path | None, faces: str) -> Job:
+def _affwild2_tracks(layout: affwild2.AffWild2Layout) -> dict[str, tuple[int, object]]:
+    """track id -> (rows of its longest annotation, its first track record), every task."""
+    tracks: dict[str, tuple[int, object]] = {}
+    for task in AFFWILD2_TASKS:
+        if layout.task_dir(task) is None and task.template_key not in layout.templates:
+            continue
+        for track in affwild2.load_tracks(layout, task):
+            rows = int(track.frames.max())
+            if track.id in tracks:
+                tracks[track.id] = (max(rows, tracks[track.id][0]), tracks[track.id][1])
+            else:
+                tracks[track.id] = (rows, track)
+    return tracks
+
+
+def _job(folder: Path, track_id: str, rows: int, video: Path | None, crop_dir: Path | None, faces: str,
+         found: FeatureStore | None = None) -> Job:
     """A job with its face source resolved and its inputs identified: the video (path in the
-    dataset folder, size), which rows have crops (count and hash of the mask), the row count."""
-    present = None
+    dataset folder, size), which rows have a face (count and hash of the mask, and of the boxes
+    when detected), the row count."""
+    present = boxes = None
+    inputs = {"rows": rows, "video": None, "video_bytes": None, "faces": faces}
     if faces == "crops":
         if crop_dir is None:
-            faces = "none"
+            faces = inputs["faces"] = "none"
         else:
             present = affwild2.crop_mask(crop_dir, np.arange(1, rows + 1))
-    inputs = {"rows": rows, "video": None, "video_bytes": None, "faces": faces}
+            digest = hashlib.sha256(np.packbits(present).tobytes()).hexdigest()[:12]
+            inputs["faces"] = f"crops: {int(present.sum())} of {rows} rows ({digest})"
+    elif faces == "detected":
+        rows_found = read_faces(found, track_id) if video is not None else None
+        if rows_found is None or len(rows_found[1]) != rows:
+            present, boxes = np.zeros(rows, bool), np.zeros((rows, 4))
+            inputs["faces"] = f"detected ({found.folder.name}): faces not detected yet"
+        else:
+            boxes, present = rows_found
+            inputs["faces"] = (f"detected ({found.folder.name}): {int(present.sum())} of {rows} rows "
+                               f"({faces_hash(boxes, present)})")
     if video is not None:
         # Relative to the dataset folder as written (batch1/ may be a link to another disk).
         inputs["video"] = Path(os.path.relpath(video, folder)).as_posix()
         inputs["video_bytes"] = video.stat().st_size
-    if present is not None:
-        digest = hashlib.sha256(np.packbits(present).tobytes()).hexdigest()[:12]
-        inputs["faces"] = f"crops: {int(present.sum())} of {rows} rows ({digest})"
-    return Job(track_id, rows, video, crop_dir if present is not None else None, present, faces, inputs)
+    return Job(track_id, rows, video, crop_dir if faces == "crops" else None, present, faces, inputs, boxes)
+
+
+def face_finder(config: Config, device: torch.device | None = None) -> tuple[DetectorSpec, TrackerSpec, FaceFinder]:
+    """The configured detector and tracker settings and a finder using them (overrides read)."""
+    extract = config.extract
+    try:
+        detector, tracker = DetectorSpec(**extract.detector), TrackerSpec(**extract.tracker)
+    except TypeError as e:
+        raise ConfigError(f"extract.detector / extract.tracker: {e}") from e
+    overrides = read_overrides(extract.face_overrides) if extract.face_overrides else {}
+    return detector, tracker, FaceFinder(detector, tracker, overrides, Path(extract.cache) / "detections",
+                                         device or pick_device(extract.accelerator))
+
+
+def faces_of_tracks(config: Config, dataset: str, create: bool = False) -> FeatureStore:
+    """The faces stream of ``dataset`` for the configured detector and tracker."""
+    detector, tracker = DetectorSpec(**config.extract.detector), TrackerSpec(**config.extract.tracker)
+    return face_store(config.extract.cache, dataset_key(config.data.root, dataset), detector, tracker, create)
+
+
+def fill_faces(config: Config, dataset: str, log: Log, rank: int = 0, world: int = 1,
+               device: torch.device | None = None) -> dict[str, str]:
+    """The faces stage: detect and track faces in the raw videos of this rank's share of the
+    tracks (both sides of a video in one share), into the faces stream; failed track -> error."""
+    if dataset == "dvd":
+        raise ConfigError("extract.faces.dvd=detected: DVD frames are scenes; use frame (whole scenes) or none")
+    _, _, finder = face_finder(config, device)
+    store = faces_of_tracks(config, dataset, create=True)
+    folder = dataset_folder(config.data.root, dataset)
+    tracks = [FaceTrack(track_id, rows, track.video_path, Path(os.path.relpath(track.video_path, folder)).as_posix())
+              for track_id, (rows, track) in sorted(_affwild2_tracks(affwild2.find_layout(config.data.root)).items())
+              if track.video_path is not None]
+    videos = sorted({t.video for t in tracks})[rank::world]
+    return fill_face_store(store, finder, [t for t in tracks if t.video in set(videos)], log)
 
 
 def feature_store(config: Config, dataset: str, label: str, spec=None, create: bool = False) -> FeatureStore:
     """The store of feature ``label`` (a key of ``extract.features``) for ``dataset`` of
     ``config.data.root``: under the root's dataset key, in a folder named by the extractor's
-    fingerprint and, for visual streams, the face source."""
+    fingerprint and, for visual streams, the face source (and for ``detected``, the faces
+    stream's detector and tracker fingerprint)."""
     if spec is None:
         spec = feature_spec(config, label)
     key = dataset_key(config.data.root, dataset)
     if spec.modality == "visual":
-        key = f"{key}/faces-{face_source(config, dataset)}"
+        source = face_source(config, dataset, label)
+        if source == "detected":
+            source = faces_of_tracks(config, dataset).folder.name.replace("faces-", "detected-", 1)
+        key = f"{key}/faces-{source}"
     return FeatureStore.for_spec(config.extract.cache, key, spec, create=create)
 
 
@@ -116,11 +183,13 @@ def feature_spec(config: Config, label: str):
     return make_spec(name, **overrides)
 
 
-def face_source(config: Config, dataset: str) -> str:
-    """The configured face source of ``dataset`` (``extract.faces``)."""
-    faces = config.extract.faces.get(dataset)
+def face_source(config: Config, dataset: str, label: str | None = None) -> str:
+    """The face source of feature ``label`` on ``dataset`` (the entry's ``faces``, else
+    ``extract.faces``); the dataset's when no label is given."""
+    faces = config.extract.faces_of(label, dataset) if label else config.extract.faces.get(dataset)
     if faces not in FACE_SOURCES:
-        raise ConfigError(f"extract.faces.{dataset}={faces!r}: choose one of {', '.join(FACE_SOURCES)}")
+        raise ConfigError(f"face source {faces!r} for {dataset}"
+                          f"{f' (extract.features.{label})' if label else ''}: choose one of {', '.join(FACE_SOURCES)}")
     return faces
 
 
@@ -139,20 +208,38 @@ def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
     datasets = sorted({task.dataset for task in resolve_tasks(config.data.root, config.tasks)})
     results = {}
     for dataset in datasets:
+        where = f"[rank {rank}] " if world > 1 else ""
+        sources = {label: face_source(config, dataset, label) for label in config.extract.features}
+        faces_failed = {}
+        if "detected" in sources.values():
+            faces_failed = fill_faces(config, dataset, log, rank, world, device)
+            for track_id, error in faces_failed.items():
+                log(f"{where}{dataset} faces: {track_id} failed: {error}")
+            if world > 1:  # every rank's crops need the boxes other ranks detected
+                torch.distributed.barrier()
+            if rank == 0:
+                faces_of_tracks(config, dataset).write_manifest()
         problems: list[Problem] = []
         jobs = jobs_for(config, dataset, problems)[rank::world]
         if rank == 0:
             for problem in problems:
                 log(f"  {problem}")
-        where = f"[rank {rank}] " if world > 1 else ""
         cached = []
+        mine = {job.id for job in jobs}
+        jobs_by_source = {face_source(config, dataset): jobs}
         for label, (name, overrides) in config.extract.extractors().items():
             extractor = create_extractor(name, **overrides).to(device)
             store = feature_store(config, dataset, label, extractor.spec, create=True)
             if extractor.spec.modality == "audio":
                 outcome = extract_audio(extractor, jobs, store, log)
             else:
-                outcome = extract_visual(extractor, jobs, store, log, device, config.extract.num_workers)
+                source = sources[label]
+                if source not in jobs_by_source:
+                    jobs_by_source[source] = [j for j in jobs_for(config, dataset, faces=source) if j.id in mine]
+                todo = [j for j in jobs_by_source[source] if j.id not in faces_failed]
+                outcome = extract_visual(extractor, todo, store, log, device, config.extract.num_workers)
+                if source == "detected":
+                    outcome.failed.update({t: f"faces: {e}" for t, e in faces_failed.items() if t in mine})
             if outcome.written or outcome.failed:
                 log(f"{where}{dataset} {label}: {len(outcome.written)} written, {len(outcome.skipped)} already "
                     f"complete, {len(outcome.failed)} failed -> {store.folder}")

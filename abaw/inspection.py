@@ -31,19 +31,19 @@ def _frame_rates(tracks: list[Track], cache: dict[Path, float | None], problems:
     return rates
 
 
-def face_source(track: Track) -> str:
-    """Where a track's face pixels can come from: ``crops`` (its ``cropped_aligned`` folder),
-    ``video`` (no crops, but a raw video to take frames or detect faces from) or ``none``."""
-    if track.crop_present is not None:
-        return "crops"
-    return "video" if track.video_path is not None else "none"
+def face_sources(track: Track) -> list[str]:
+    """The face sources a track could use: ``crops`` (it has a ``cropped_aligned`` folder),
+    ``detected`` (it has a raw video to detect faces in, or take whole frames from), or
+    ``none`` (neither: every row is face-absent)."""
+    sources = (["crops"] if track.crop_present is not None else []) + (["detected"] if track.video_path else [])
+    return sources or ["none"]
 
 
 def summarise(task: Task, tracks: list[Track], rates: list[float]) -> dict:
-    """Counts of one task and split: tracks, lines, valid frames, rows without a crop, face
-    sources, fps range, and the label summary (EXPR/VD class counts, VA means, AU positive rates)."""
+    """Counts of one task and split: tracks, lines, valid frames, rows without a crop, tracks
+    per available face source (a track with crops and a raw video counts for both), fps range, and the label summary (EXPR/VD class counts, VA means, AU positive rates)."""
     summary: dict = {"tracks": len(tracks), "lines": int(sum(t.num_frames for t in tracks))}
-    sources = Counter(face_source(t) for t in tracks)
+    sources = Counter(source for t in tracks for source in face_sources(t))
     summary["face_sources"] = dict(sorted(sources.items()))
     # A track without a crop folder has no crop on any row; a dataset without crops (DVD) has no count.
     crops = [t.crop_present if t.crop_present is not None else np.zeros(t.num_frames, bool) for t in tracks]

@@ -30,7 +30,7 @@ Log = Callable[[str], None]
 SILENCE = 1e-6  # peak amplitude below which an audio track counts as silent
 
 
-FACE_SOURCES = ("crops", "frame", "none")
+FACE_SOURCES = ("crops", "detected", "frame", "none")
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,10 @@ class Job:
     """One track to extract: ``frames`` rows, row ``i`` = frame ``i + 1`` of the annotation.
 
     ``faces`` names where a visual extractor's pixels come from: ``crops`` (images
-    ``crop_dir/%05d.jpg`` where ``crop_present``), ``frame`` (whole frames decoded from
-    ``video``, for scenes) or ``none`` (no face source: every row face-absent). ``inputs``
+    ``crop_dir/%05d.jpg`` where ``present``), ``detected`` (frames decoded from ``video``,
+    cropped around ``boxes`` (T, 4) where ``present``: the faces stream), ``frame`` (whole
+    frames decoded from ``video``, for scenes) or ``none`` (no face source: every row
+    face-absent). ``inputs``
     identifies what the rows are computed from (video, crops, row count); a finished track
     whose recorded inputs differ is extracted again.
     """
@@ -48,15 +50,18 @@ class Job:
     frames: int
     video: Path | None
     crop_dir: Path | None = None
-    crop_present: np.ndarray | None = None
+    present: np.ndarray | None = None
     faces: str = "frame"
     inputs: dict = field(default_factory=dict)
+    boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.faces not in FACE_SOURCES:
             raise ValueError(f"face source {self.faces!r} is not one of {', '.join(FACE_SOURCES)}")
-        if self.faces == "crops" and (self.crop_dir is None or self.crop_present is None):
+        if self.faces == "crops" and (self.crop_dir is None or self.present is None):
             raise ValueError(f"track {self.id}: face source 'crops' needs a crop folder and mask")
+        if self.faces == "detected" and (self.boxes is None or self.present is None):
+            raise ValueError(f"track {self.id}: face source 'detected' needs boxes and a mask")
 
     def inputs_for(self, modality: str) -> dict:
         """The inputs a stream of ``modality`` depends on: audio only on the video and rows."""
@@ -82,8 +87,8 @@ def timing(job: Job) -> tuple[np.ndarray, dict]:
     annotation rows, rows padded/clipped, frames without a face, fps, variable frame rate.
     """
     accounting: dict = {"annotation_rows": job.frames, "face_source": job.faces}
-    if job.faces == "crops":
-        accounting["rows_without_face"] = int((~job.crop_present).sum())
+    if job.faces in ("crops", "detected"):
+        accounting["rows_without_face"] = int((~job.present).sum())
     elif job.faces == "none":
         accounting["rows_without_face"] = job.frames
     if job.video is None:
@@ -154,7 +159,9 @@ class _Chunks(Dataset):
         self.items: list[tuple[int, np.ndarray]] = []
         for index, job in enumerate(jobs):
             if job.faces == "crops":
-                rows = np.flatnonzero(job.crop_present)
+                rows = np.flatnonzero(job.present)
+            elif job.faces == "detected":
+                rows = np.flatnonzero(job.present[:decoded[index]])
             elif job.faces == "frame":
                 rows = np.arange(min(job.frames, decoded[index]))
             else:
@@ -173,8 +180,11 @@ class _Chunks(Dataset):
                 images = [np.asarray(Image.open(job.crop_dir / f"{r + 1:05d}.jpg").convert("RGB")) for r in rows]
             else:
                 images = list(self.frames(job.video, rows))
-            scene = job.faces == "frame"
-            return index, rows, torch.stack([self.preprocess(image, scene=scene) for image in images]), None
+            if job.faces == "detected":  # square crops of the raw frame around the tracked box
+                crops = [self.preprocess(image, box=tuple(job.boxes[r])) for image, r in zip(images, rows)]
+            else:
+                crops = [self.preprocess(image, scene=job.faces == "frame") for image in images]
+            return index, rows, torch.stack(crops), None
         except Exception as e:  # reported per track; the run goes on with the others
             return index, rows, None, f"{type(e).__name__}: {e}"
 

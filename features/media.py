@@ -170,6 +170,42 @@ def decode_frames(path: str | Path, pts: np.ndarray) -> np.ndarray:
     return np.stack([found[int(p)] for p in pts])
 
 
+def displayed_frames(path: str | Path, index: FrameIndex, rows: np.ndarray,
+                     size: int | None = None) -> Iterator[tuple[int, np.ndarray, tuple[int, int]]]:
+    """Yield ``(row, image, (width, height))`` for the displayed frames ``rows`` (0-based, in
+    increasing order) of ``path``, decoded in one pass from the start (PyAV, frames found by
+    presentation time as in :func:`decode_frames`): uint8 RGB images scaled by the decoder's
+    scaler so that the longest side is at most ``size`` (None: as decoded); the full frame's
+    size comes with each. Raises :class:`MediaError` when the file cannot be decoded or a
+    wanted frame does not come out.
+    """
+    import av
+
+    path = Path(path)
+    wanted = {int(index.pts[r]): int(r) for r in rows}
+    seen = 0
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                row = wanted.get(frame.pts)
+                if row is None:
+                    continue
+                width, height = frame.width, frame.height
+                shrink = 1.0 if size is None else min(1.0, size / max(width, height))
+                if shrink < 1.0:
+                    frame = frame.reformat(width=max(1, round(width * shrink)), height=max(1, round(height * shrink)),
+                                           format="rgb24", interpolation="AREA")
+                yield row, frame.to_ndarray(format="rgb24"), (width, height)
+                seen += 1
+                if seen == len(wanted):
+                    return
+    except av.FFmpegError as e:
+        raise MediaError(f"{path}: cannot decode video: {e}") from e
+    raise MediaError(f"{path}: {len(wanted) - seen} of {len(wanted)} frames did not decode")
+
+
 def video_duration(path: str | Path) -> float:
     """End time in seconds of the last displayed frame, the clock audio is cropped to."""
     stamps = frame_timestamps(path)

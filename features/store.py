@@ -123,27 +123,30 @@ class FeatureStore:
     def write(
         self, track_id: str, features: np.ndarray, valid: np.ndarray,
         extra: dict[str, np.ndarray] | None = None, accounting: dict[str, Any] | None = None,
-        inputs: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None, dtype: type = np.float16,
     ) -> None:
-        """Store one track: features (T, D) as float16, valid (T,), extra (T, K) arrays, the
-        frame accounting and the ``inputs`` the rows come from (JSON values); the record is
-        written last and marks the track finished."""
+        """Store one track: features (T, D) as ``dtype`` (float16: embeddings; float32 for
+        pixel coordinates, which float16 rounds to 2 px past 2048), valid (T,), extra (T, K)
+        arrays, the frame accounting and the ``inputs`` the rows come from (JSON values); the
+        record is written last and marks the track finished."""
         frames = len(features)
         arrays = {"features": features, "valid": valid, **(extra or {})}
         for name, array in arrays.items():
             if len(array) != frames:
                 raise ValueError(f"{track_id}: array {name} has {len(array)} rows, features have {frames}")
-        writer = self.writer(track_id, frames, {name: np.shape(a)[1:] for name, a in arrays.items() if name != "valid"})
+        writer = self.writer(track_id, frames, {name: np.shape(a)[1:] for name, a in arrays.items() if name != "valid"},
+                             dtype)
         try:
             writer.put(np.arange(frames), arrays)
             writer.commit(accounting, inputs)
         finally:
             writer.discard()
 
-    def writer(self, track_id: str, frames: int, shapes: dict[str, tuple[int, ...]]) -> TrackWriter:
-        """An incremental writer of one track of ``frames`` rows: float16 arrays of per-row
+    def writer(self, track_id: str, frames: int, shapes: dict[str, tuple[int, ...]],
+               dtype: type = np.float16) -> TrackWriter:
+        """An incremental writer of one track of ``frames`` rows: ``dtype`` arrays of per-row
         ``shapes`` (``features`` among them) and the valid mask, rows put as they come."""
-        return TrackWriter(self, track_id, frames, shapes)
+        return TrackWriter(self, track_id, frames, shapes, dtype)
 
     def read(self, track_id: str, array: str = "features", mmap: bool = True) -> np.ndarray:
         """An array of a finished track, memory-mapped (or read into memory: small arrays)."""
@@ -176,13 +179,14 @@ class TrackWriter:
     extraction's ranks split the tracks).
     """
 
-    def __init__(self, store: FeatureStore, track_id: str, frames: int, shapes: dict[str, tuple[int, ...]]) -> None:
+    def __init__(self, store: FeatureStore, track_id: str, frames: int, shapes: dict[str, tuple[int, ...]],
+                 dtype: type = np.float16) -> None:
         if "features" not in shapes:
             raise ValueError(f"{track_id}: a track needs a features array")
         self.store, self.track_id, self.frames = store, track_id, frames
         # The record lists files in this order, as FeatureStore.write always has.
-        layout = {"features": (np.dtype(np.float16), tuple(shapes["features"])), "valid": (np.dtype(bool), ())}
-        layout.update((name, (np.dtype(np.float16), tuple(shape))) for name, shape in shapes.items())
+        layout = {"features": (np.dtype(dtype), tuple(shapes["features"])), "valid": (np.dtype(bool), ())}
+        layout.update((name, (np.dtype(dtype), tuple(shape))) for name, shape in shapes.items())
         _remove_stale(store.folder / f"{track_id}.json")
         self._files: dict[str, _TempArray] = {}
         try:

@@ -37,9 +37,9 @@ def test_rows_follow_the_annotation_and_masks_follow_the_media(sample_root, extr
             features, valid = face.read(job.id), face.read(job.id, "valid")
             assert features.shape == (job.frames, 1280) and features.dtype == np.float16
             record = face.record(job.id)["accounting"]
-            if job.crop_present is not None:
-                assert valid.tolist() == job.crop_present.tolist()
-                assert not np.asarray(features[~job.crop_present]).any()  # no face: zero rows
+            if job.present is not None:
+                assert valid.tolist() == job.present.tolist()
+                assert not np.asarray(features[~job.present]).any()  # no face: zero rows
             else:  # DVD: decoded frames, padded with invalid rows past the last one
                 assert valid.sum() == min(job.frames, record["decoded_frames"])
             audio = audio_of[job.video.stem]

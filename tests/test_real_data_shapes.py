@@ -91,7 +91,7 @@ def test_inspect_extract_cv_predict_submit_on_a_root_unlike_the_sample(odd_root,
     report = capsys.readouterr().out
     assert "VA    absent" in report and "AU    absent" in report and "VD    absent" in report
     assert f"warning: no crop folder for track {UNCROPPED}" in report
-    assert "crops=2 video=1" in report  # EXPR train: two tracks with crops, one from video only
+    assert "crops=2 detected=3" in report  # EXPR train: two tracks with crops, all three with a raw video
 
     cache = tmp_path / "cache"
     config = _config(tmp_path, odd_root, cache)

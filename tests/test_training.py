@@ -117,7 +117,7 @@ def write_synthetic_features(root: Path, cache: Path, seed: int = 0) -> None:
                     voice[:n, :2] += 2.0 * np.where(track.valid, track.labels, 0)
                 else:
                     face[:n, 8:] += 2.0 * np.where(track.valid, track.labels, 0)[:, :8]
-            present = job.crop_present if job.crop_present is not None else np.ones(job.frames, bool)
+            present = job.present if job.present is not None else np.ones(job.frames, bool)
             for label, values, valid in (("face", face, present), ("voice", voice, np.ones(job.frames, bool))):
                 store = feature_store(config, dataset, label, create=True)
                 modality = feature_spec(config, label).modality

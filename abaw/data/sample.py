@@ -389,14 +389,14 @@ def _write_affwild2(tmp: Path, videos: list[_Video], seed: np.random.SeedSequenc
         average = float(video.fps) if video.fps is not None else 24.0
         length = max(video.lines, video.lines + video.delta)
         simulated = [_simulate_face(rng, length, average, p) for p in video.persons]
-        frames, present = render.encode_faces(
+        frames, present, boxes = render.encode_faces(
             root / video.folder / f"{video.name}{video.suffix}", video.size, video.fps, video.lines + video.delta,
             [face for face, _ in simulated], [root / "cropped_aligned" / p.track for p in video.persons],
             video.lines, video.audio, rng)
         manifest["videos"][video.name] = {
             "path": f"Aff-Wild2/{video.folder}/{video.name}{video.suffix}", "dataset": "affwild2",
             "fps": None if video.fps is None else float(video.fps), "frames": frames, "audio": video.audio,
-            "source": video.source}
+            "source": video.source, "faces": _write_true_faces(tmp, video, boxes)}
         decimals = int(rng.integers(3, 5))
         for person, (_, labels), mask in zip(video.persons, simulated, present):
             for task in AFFWILD2_TASKS:
@@ -416,6 +416,21 @@ def _write_affwild2(tmp: Path, videos: list[_Video], seed: np.random.SeedSequenc
                     _count_valid(task, rows, entry)
     _write_test_files(root, videos)
     manifest["affwild2"] = stats
+
+
+def _write_true_faces(tmp: Path, video: _Video, boxes: list[np.ndarray]) -> str:
+    """Where every face of `video` was drawn, for measuring detection and tracking:
+    ``sample_faces/<video>.csv`` with ``frame,track,x0,y0,x1,y1`` (frame 1-based in display
+    order, one row per face per frame, no box where a hand hides the face). Returns its path
+    relative to the dataset root."""
+    lines = ["frame,track,x0,y0,x1,y1"]
+    for frame in range(len(boxes[0])):
+        for person, box in zip(video.persons, boxes):
+            values = ",".join("" if np.isnan(v) else f"{v:.1f}" for v in box[frame])
+            lines.append(f"{frame + 1},{person.track},{values}")
+    relative = f"sample_faces/{video.name}.csv"
+    _write_text(tmp / relative, lines)
+    return relative
 
 
 def _count_valid(task: Task, rows: list[str], entry: dict) -> None:

@@ -126,6 +126,13 @@ def draw_face(draw: ImageDraw.ImageDraw, params: np.ndarray, pose: np.ndarray, s
     draw.line(_place(lower, pose), fill=lips, width=lip_width)
 
 
+def face_box(pose: np.ndarray) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)`` pixel bounds of the skin outline :func:`draw_face` draws at
+    `pose`: the true face box that detection and tracking are measured against."""
+    points = np.array(_place(_ellipse(0.0, 0.0, 0.76, 1.0), pose))
+    return (*points.min(axis=0).tolist(), *points.max(axis=0).tolist())
+
+
 def draw_occluder(draw: ImageDraw.ImageDraw, pose: np.ndarray) -> None:
     """Cover the face with a hand-like blob: frames where no face would be detected."""
     draw.polygon(_place(_ellipse(0.1, 0.1, 0.95, 0.8), pose), fill=(205, 160, 130))
@@ -310,12 +317,14 @@ def _poses(size: tuple[int, int], faces: list[Face]) -> list[np.ndarray]:
 
 def encode_faces(path: Path, size: tuple[int, int], fps: Fraction | None, frames: int, faces: list[Face],
                  crop_dirs: list[Path], lines: int, audio: str,
-                 rng: np.random.Generator) -> tuple[int, list[np.ndarray]]:
+                 rng: np.random.Generator) -> tuple[int, list[np.ndarray], list[np.ndarray]]:
     """Encode `frames` frames of `faces` to `path` and write their aligned crops.
 
     Crops go to ``crop_dirs[k]/%05d.jpg`` (1-based) for frames below `lines` where face k is
     visible. `audio` is ``sound`` (the faces' voices), ``silent`` (all-zero samples) or ``none``
-    (no audio stream). Returns the frames written and, per face, the (lines,) crop-present mask.
+    (no audio stream). Returns the frames written, per face the (lines,) crop-present mask, and
+    per face the (frames, 4) true box of every frame (:func:`face_box`; NaN where a hand hides
+    the face).
     """
     times, duration = frame_times(rng, fps, frames)
     spec = None if audio == "none" else AudioSpec(int(rng.choice([44100, 48000])), int(rng.integers(1, 3)))
@@ -337,13 +346,16 @@ def encode_faces(path: Path, size: tuple[int, int], fps: Fraction | None, frames
                 aligned_crop(image, pose[i]).save(crop_dir / f"{i + 1:05d}.jpg", quality=90)
                 mask[i] = True
         writer.add(image, float(times[i]))
+    boxes = [np.array([face_box(p) for p in pose[:frames]], dtype=np.float64) for pose in poses]
+    for face, box in zip(faces, boxes):
+        box[face.hidden[:frames]] = np.nan
     samples = None
     if spec is not None:
         samples = np.zeros((spec.channels, round(duration * spec.rate)), np.float32)
         if audio == "sound":
             samples = _voices(rng, faces, times, duration, spec)
     writer.close(samples)
-    return writer.frames, present
+    return writer.frames, present, boxes
 
 
 def _voices(rng: np.random.Generator, faces: list[Face], times: np.ndarray, duration: float,
