@@ -2,11 +2,12 @@
 post-processing scores and the tuned ``postprocess.json``.
 
 The CV directory is stable (``<runs_dir>/<name>-cv-<task>/``): a fold whose ``done.json``
-matches the current configuration is not retrained, so folds can run one at a time and a rerun
-only does what is missing. Nothing about a held-out fold chooses anything applied to it: each
-fold model is its last epoch (no early stopping or checkpoint picking on the held-out frames),
-and the post-processed score of fold k uses parameters tuned on the other folds' out-of-fold
-predictions only; the parameters saved for the test set are tuned on all of them.
+matches the current configuration and the features cached now is not retrained, so folds can
+run one at a time and a rerun only does what is missing. Nothing about a held-out fold chooses
+anything applied to it: each fold model is its last epoch (no early stopping or checkpoint
+picking on the held-out frames), and the post-processed score of fold k uses parameters tuned
+on the other folds' out-of-fold predictions only; the parameters saved for the test set are
+tuned on all of them.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from abaw.postprocess import PostParams, TrackOutput, apply, tune
 from abaw.report import write_report
 from abaw.rundir import SOURCES, CVDir, config_hash, source_values
 from abaw.tasks import Task, get_task
+from abaw.training.data import check_fresh, features_digest, head_features, open_streams
 from abaw.training.losses import decide
-from abaw.training.train import predict_frames, train
+from abaw.training.train import predict_on_every_rank, train
 
 
 def track_output(prediction: dict[str, np.ndarray], primary: str, secondary: str | None) -> TrackOutput:
@@ -59,10 +61,21 @@ def source_scores(task: Task, held_out: dict[int, list[Track]], oof: dict[int, d
     return scores
 
 
-def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -> tuple[CVDir, str]:
+def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -> tuple[CVDir, str, str]:
     """Train the requested folds (default all) that are not finished under this configuration,
-    and store their out-of-fold predictions; a fold finished under it is reused. Returns the CV
-    directory and the configuration's hash (folds included)."""
+    and store their out-of-fold predictions; a fold finished under it, from the features cached
+    now, is reused. Returns the CV directory, the configuration's hash (folds included) and the
+    digest of the features the folds read (``abaw.training.data.features_digest``).
+
+    In a distributed run every rank calls this (Lightning's ``ddp`` launcher, torchrun and
+    SLURM all run the command once per rank). Only rank 0 makes, cleans and writes
+    directories: the others write nothing in a fit (Lightning saves checkpoints and logs from
+    rank 0) and never touch a fold directory, so they need not wait for one to exist. After
+    each fit every rank predicts its share of the held-out tracks and rank 0 gathers and
+    records them (:func:`abaw.training.train.predict_on_every_rank`), as Lightning means
+    multi-device prediction: no rank waits in the next fit's collectives, whose timeout a
+    held-out fold of real length predicted by rank 0 alone could run past.
+    """
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     task = resolve_tasks(config.data.root, [config.train.task])[0]
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
@@ -70,25 +83,35 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
     main = is_main_process()
     cv = CVDir.for_config(config, create=main)
     wanted = list(range(folds.k)) if folds_to_run is None else folds_to_run
-    digest = config_hash(config, folds)
-    finished, stale = cv.status(folds.k, digest)
     for k in wanted:
         if not 0 <= k < folds.k:
             raise ValueError(f"fold {k} outside 0..{folds.k - 1}")
+    digest = config_hash(config, folds)
+    streams = open_streams(config, task.dataset, head_features(config))
+    features = features_digest(streams, tracks[task])
+    finished, stale = cv.status(folds.k, digest, features)
+    if any(k in finished for k in wanted):
+        # A reused fold reads nothing, but its features must still be those of the dataset as it
+        # is now, as training them would require.
+        check_fresh(config, task.dataset, streams, tracks[task])
+    for k in wanted:
         if k in finished:
             log(f"{task.name.upper()} fold {k}: finished earlier, reused")
             continue
         if k in stale:
-            log(f"{task.name.upper()} fold {k}: trained under another configuration, training again")
+            why = ("its features were extracted again since" if cv.done(k)["config"] == digest
+                   else "trained under another configuration")
+            log(f"{task.name.upper()} fold {k}: {why}, training again")
         fold_dir = cv.fold_dir(k)
-        if main and fold_dir.exists() and config.train.resume is None:
-            shutil.rmtree(fold_dir)  # what an unfinished or outdated run left: checkpoints, logs
-        fold_dir.mkdir(exist_ok=True)
+        if main:
+            if fold_dir.exists() and config.train.resume is None:
+                shutil.rmtree(fold_dir)  # what an unfinished or outdated run left: checkpoints, logs
+            fold_dir.mkdir(exist_ok=True)
         result = train(config, fold_dir, fold=k, log=log, select=False)
-        if not main:  # a rank process of a distributed fit: rank 0 predicts and records the fold
-            continue
         held_out = [t for t in tracks[task] if folds.fold_of(t) == k]
-        predictions = predict_frames(result.best_checkpoint, config, held_out)
+        predictions = predict_on_every_rank(result.best_checkpoint, config, held_out)
+        if predictions is None:  # a rank other than 0: rank 0 records the fold
+            continue
         # The number report.md shows for this fold ("model"): the configured primary source over
         # the held-out rows, pooled; Lightning's val/score is a running metric of the fusion model.
         held_out_score = _score(task, [t.labels for t in held_out],
@@ -98,17 +121,19 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
         log(f"{task.name.upper()} fold {k}: {config.train.epochs} epochs on {len(tracks[task]) - len(held_out)} "
             f"tracks, held-out score {held_out_score:.4f} over {len(held_out)} ({SOURCES[config.cv.primary]}, "
             "as in report.md)")
-        cv.finish_fold(k, digest, result.best_checkpoint, held_out_score, predictions)
-    return cv, digest
+        cv.finish_fold(k, digest, features, result.best_checkpoint, held_out_score, predictions)
+    return cv, digest, features
 
 
-def summarise(config: Config, cv: CVDir, log=None) -> dict:
+def summarise(config: Config, cv: CVDir, log=None, features: str | None = None) -> dict:
     """Score every fold before and after post-processing, tune ``postprocess.json`` on all
-    out-of-fold predictions, and return the summary written to ``cv.json``."""
+    out-of-fold predictions, and return the summary written to ``cv.json``. Every fold must be
+    finished under this configuration (and from ``features``, the digest :func:`run_folds`
+    returns, when given)."""
     task = get_task(config.train.task)
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
                                  seed=config.folds.seed)
-    cv.checkpoints(folds.k, config_hash(config, folds))  # every fold finished under this configuration
+    cv.checkpoints(folds.k, config_hash(config, folds), features)
     per_fold: dict[int, tuple[list[Track], list[TrackOutput]]] = {}
     oof = {k: cv.oof(k) for k in range(folds.k)}
     for k in range(folds.k):
@@ -171,14 +196,15 @@ def run_cv(config: Config, folds_to_run: list[int] | None = None, log=None) -> t
     """``abaw cv``: the requested folds, then the summary once every fold is finished under
     this configuration (folds finished under another one are named in the log)."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    cv, digest = run_folds(config, folds_to_run, log)
+    cv, digest, features = run_folds(config, folds_to_run, log)
     if not is_main_process():
         return cv.path, None
-    finished, stale = cv.status(config.folds.k, digest)
+    finished, stale = cv.status(config.folds.k, digest, features)
     if len(finished) < config.folds.k:
         if stale:
             names = ",".join(map(str, stale))
-            log(f"fold(s) {names} of {cv.path} were trained under another configuration: they are not summarised "
-                f"with this one; run abaw cv --config <this config> --folds {names} (or without --folds)")
+            log(f"fold(s) {names} of {cv.path} were trained under another configuration or from features "
+                f"extracted again since: they are not summarised with this one; run abaw cv --config <this config> "
+                f"--folds {names} (or without --folds)")
         return cv.path, None
-    return cv.path, summarise(config, cv, log)
+    return cv.path, summarise(config, cv, log, features)

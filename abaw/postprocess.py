@@ -164,6 +164,10 @@ def tune(task_name: str, outputs: list[TrackOutput], labels: list[np.ndarray], v
                       thresholds=[0.5] * task.output_size if task.kind in ("multilabel", "binary") else [])
     # The starting point is inside the space too, so a fixed choice holds even if it scores lower.
     best = replace(best, fill=space["fill"][0], window=space["window"][0], filter=space["filter"][0])
+    if task.kind == "multiclass" and "tau" in (search or {}) and any(o.secondary is not None for o in outputs):
+        # tau None decides by the secondary alone, which no given tau space contains: a recipe's
+        # {tau: [0.8]} keeps its fallback even where the secondary alone would score higher.
+        best = replace(best, tau=space["tau"][0])
     best_score = evaluate(task, best, outputs, labels, valid)
 
     # Two rounds of coordinate ascent: the best window depends on the thresholds and back.

@@ -3,7 +3,8 @@
 ```
 <runs_dir>/<name>-cv-<task>/
     config.yaml, run.json      the configuration of the latest `abaw cv` call and its git commit
-    fold<k>/done.json          written last: the fold's config hash, held-out score, checkpoint
+    fold<k>/done.json          written last: the fold's config hash, the digest of the features
+                               it read, held-out score, checkpoint
     fold<k>/oof.npz            out-of-fold predictions, per track (keys <track>::<array>)
     fold<k>/checkpoints/       only the checkpoint the fold uses (its last epoch)
     postprocess.json           post-processing tuned on every fold's out-of-fold predictions
@@ -12,7 +13,8 @@
 ```
 A fold counts as finished for a configuration only when its ``done.json`` holds that
 configuration's hash, so a directory never summarises or predicts with folds trained under
-different settings: such folds are named, and retrained when asked for. Retraining a fold
+different settings: such folds are named, and retrained when asked for. ``abaw cv`` also
+retrains a fold whose features were extracted again since it was trained. Retraining a fold
 removes the summary and the post-processing, which were tuned on the old one.
 """
 
@@ -29,6 +31,7 @@ import numpy as np
 from abaw.config import Config, load_run_config, make_run_dir
 from abaw.data.records import DataError
 from abaw.postprocess import PostParams
+from abaw.tasks import get_task
 
 Predictions = dict[str, dict[str, np.ndarray]]
 SUMMARY_FILES = ("postprocess.json", "cv.json", "report.md")
@@ -55,11 +58,19 @@ def source_values(prediction: dict[str, np.ndarray], name: str | None) -> np.nda
 
 def config_hash(config: Config, folds=None) -> str:
     """Hash of everything that changes a fold's model (not where runs are written), the fold
-    assignment ``folds`` (``abaw.folds.Folds``) included: rebuilt folds retrain every fold."""
+    assignment ``folds`` (``abaw.folds.Folds``) included: rebuilt folds retrain every fold.
+
+    Of the extractors, only the entries the head reads count (``head_features``: another
+    configured extractor, a new stream for another task, leaves the folds done), and of the
+    face sources only the task's dataset's. Whether those features were extracted again since
+    a fold was trained is the features digest of its ``done.json``, not part of this hash.
+    """
+    from abaw.training.data import head_features  # imports torch: only where a hash is needed
+
     relevant = {k: getattr(config, k) for k in ("seed", "data", "folds", "train")}
     relevant["assignment"] = sorted(folds.videos.items()) if folds is not None else None
-    relevant["features"] = config.extract.features
-    relevant["faces"] = config.extract.faces
+    relevant["features"] = {label: config.extract.features.get(label) for label in head_features(config)}
+    relevant["faces"] = config.extract.faces.get(get_task(config.train.task).dataset)
     relevant["cache"] = config.extract.cache
     return hashlib.sha256(repr(relevant).encode()).hexdigest()[:16]
 
@@ -119,19 +130,23 @@ class CVDir:
         except FileNotFoundError:
             return None
 
-    def status(self, folds: int, digest: str) -> tuple[list[int], list[int]]:
-        """``(finished, stale)`` folds of ``range(folds)``: done under ``digest``, or done under
-        another configuration."""
+    def status(self, folds: int, digest: str, features: str | None = None) -> tuple[list[int], list[int]]:
+        """``(finished, stale)`` folds of ``range(folds)``: done under ``digest`` (and, when
+        ``features`` is given, from the features of that digest: ``training.data.features_digest``),
+        or done under another configuration or from features extracted again since."""
         finished, stale = [], []
         for k in range(folds):
             done = self.done(k)
             if done is not None:
-                (finished if done["config"] == digest else stale).append(k)
+                current = done["config"] == digest and features in (None, done.get("features"))
+                (finished if current else stale).append(k)
         return finished, stale
 
-    def finish_fold(self, k: int, digest: str, checkpoint: Path, score: float, predictions: Predictions) -> None:
-        """Record fold ``k``: its out-of-fold predictions, then ``done.json`` (last, atomically);
-        every other checkpoint of the fold and the now outdated summary are removed."""
+    def finish_fold(self, k: int, digest: str, features: str, checkpoint: Path, score: float,
+                    predictions: Predictions) -> None:
+        """Record fold ``k``: its out-of-fold predictions, then ``done.json`` (last, atomically)
+        with the configuration's hash and the digest of the features it read; every other
+        checkpoint of the fold and the now outdated summary are removed."""
         fold = self.fold_dir(k)
         save_predictions(fold / "oof.npz", predictions)
         for other in (fold / "checkpoints").glob("*.ckpt"):
@@ -141,23 +156,27 @@ class CVDir:
             (self.path / name).unlink(missing_ok=True)
         for old in self.path.glob("predictions-*.npz"):  # made by the models this fold replaces
             old.unlink()
-        _write_json(fold / "done.json", {"config": digest, "score": score,
-                                         "checkpoint": checkpoint.resolve().relative_to(self.path.resolve()).as_posix()})
+        relative = checkpoint.resolve().relative_to(self.path.resolve()).as_posix()
+        _write_json(fold / "done.json", {"config": digest, "features": features, "score": score,
+                                         "checkpoint": relative})
 
     def oof(self, k: int) -> Predictions:
         return load_predictions(self.fold_dir(k) / "oof.npz")
 
-    def checkpoints(self, folds: int, digest: str) -> list[Path]:
-        """Every fold's checkpoint, all trained under ``digest``.
+    def checkpoints(self, folds: int, digest: str, features: str | None = None) -> list[Path]:
+        """Every fold's checkpoint, all trained under ``digest`` (and from ``features``, when given).
 
         Raises:
             DataError: naming the folds that are not finished or were trained under another
-                configuration, with the command that (re)trains them.
+                configuration (or features), with the command that (re)trains them.
         """
-        finished, stale = self.status(folds, digest)
+        finished, stale = self.status(folds, digest, features)
         missing = [k for k in range(folds) if k not in finished]
         if missing:
-            what = "trained under another configuration" if set(missing) <= set(stale) else "not finished"
+            what = "not finished"
+            if set(missing) <= set(stale):
+                what = "trained under another configuration" + (" or from features extracted again since"
+                                                                 if features is not None else "")
             raise DataError(self.path, f"fold(s) {', '.join(map(str, missing))} {what}; run abaw cv --config <config> "
                                        f"--folds {','.join(map(str, missing))} first")
         return [self.path / self.done(k)["checkpoint"] for k in range(folds)]

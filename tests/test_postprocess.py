@@ -109,3 +109,18 @@ def test_logit_ensemble_is_the_mean_log_odds_and_leaves_values_alone():
     np.testing.assert_allclose(back(VD, (into(VD, np.array([[0.8]])) + into(VD, np.array([[0.2]]))) / 2), [[0.5]])
     values = np.array([[-0.7, 0.4]])
     np.testing.assert_array_equal(back(VA, into(VA, values)), values)
+
+
+def test_a_single_tau_of_a_recipe_is_kept_even_where_the_secondary_alone_scores_higher():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 7, 200)
+    secondary = np.full((200, 8), 0.01)
+    secondary[np.arange(200), y] = 0.93  # right everywhere
+    primary = np.full((200, 8), 0.01)
+    primary[np.arange(200), (y + 1) % 7] = 0.93  # confidently wrong everywhere
+    out = TrackOutput(primary, np.ones(200, bool), secondary)
+    labels, valid = [y[:, None].astype(float)], [np.ones((200, 1), bool)]
+    # The secondary alone (tau None) is perfect, so a free search may drop the fallback ...
+    assert tune("expr", [out], labels, valid, {"window": [1]}).tau is None
+    # ... but a recipe that fixes tau gets its fallback at that tau, not tau None.
+    assert tune("expr", [out], labels, valid, {"window": [1], "tau": [0.8]}).tau == 0.8

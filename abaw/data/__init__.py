@@ -34,10 +34,15 @@ def load_tracks(
 
 
 def present_tasks(root: str | Path) -> list[Task]:
-    """The tasks ``root`` holds annotations or a test template of, in TASKS order.
+    """The tasks ``root`` holds train or validation annotations of, in TASKS order: the tasks a
+    head can be trained and cross-validated on.
+
+    A task with only a test template (and test list) is not present: training it would find no
+    labelled track. Extraction still covers its test tracks (``abaw.extraction.jobs_for`` reads
+    every annotation and template of a dataset it extracts).
 
     Raises:
-        DataError: ``root`` is missing, or holds neither an Aff-Wild2 nor a DVD root.
+        DataError: ``root`` is missing, or holds no task's train or validation annotations.
     """
     root = Path(root)
     if not root.is_dir():
@@ -45,21 +50,33 @@ def present_tasks(root: str | Path) -> list[Task]:
     present = []
     if affwild2.has_layout(root):
         layout = affwild2.find_layout(root)
-        present += [t for t in AFFWILD2_TASKS if layout.task_dir(t) is not None or t.template_key in layout.templates]
-    if dvd.is_dvd_root(root):
+        present += [t for t in AFFWILD2_TASKS if _labelled(layout.task_dir(t), affwild2.SPLIT_FOLDERS, "*.txt")]
+    if dvd.is_dvd_root(root) and _labelled(dvd.find_root(root), dvd.SPLIT_FOLDERS, "*.csv"):
         present.append(VD)
     if not present:
-        raise DataError(root, "no task found: neither an Aff-Wild2 root (annotations/, cropped_aligned/) with an "
-                              "annotation folder or test template, nor a DVD root (Training/, Validation/, Test/), "
-                              "here or one level down")
+        raise DataError(root, "no task with train or validation annotations: neither an Aff-Wild2 root "
+                              "(annotations/<task>/Train_Set or Validation_Set) nor a DVD root "
+                              "(Training/ or Validation/ with annotation CSVs), here or one level down; "
+                              "test templates alone train nothing")
     return present
 
 
+def _labelled(folder: Path | None, split_folders: dict[str, str], pattern: str) -> bool:
+    """True if a train or validation split folder of ``folder`` (named as ``split_folders``
+    maps them) holds a file matching ``pattern``, at any depth. Only names are looked at: the
+    readers parse the files (and report bad ones) when the tracks are loaded."""
+    if folder is None:
+        return False
+    return any(split_folders.get(child.name.lower()) in ("train", "validation") and next(child.rglob(pattern), None)
+               for child in folder.iterdir() if child.is_dir())
+
+
 def resolve_tasks(root: str | Path, requested: list[str] | tuple[str, ...] | None) -> list[Task]:
-    """The tasks a command works on: ``requested`` (names), or every task present when empty.
+    """The tasks a command trains or cross-validates: ``requested`` (names), or every task with
+    train or validation annotations under ``root`` (:func:`present_tasks`) when empty.
 
     Raises:
-        DataError: a requested task has neither annotations nor a test template under ``root``.
+        DataError: a requested task has no train or validation annotations under ``root``.
     """
     present = present_tasks(root)
     if not requested:
@@ -67,8 +84,9 @@ def resolve_tasks(root: str | Path, requested: list[str] | tuple[str, ...] | Non
     tasks = [get_task(name) for name in requested]
     absent = [t.name for t in tasks if t not in present]
     if absent:
-        raise DataError(Path(root), f"task(s) {', '.join(absent)} requested but absent from this root (present: "
-                                    f"{', '.join(t.name for t in present)}); set tasks=[...] to those present")
+        raise DataError(Path(root), f"task(s) {', '.join(absent)} requested but absent from this root: no train or "
+                                    f"validation annotations (present: {', '.join(t.name for t in present)}); set "
+                                    "tasks=[...] to those present")
     return tasks
 
 

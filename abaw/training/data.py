@@ -7,6 +7,7 @@ maps, so a corpus far larger than RAM trains with a flat memory profile.
 
 from __future__ import annotations
 
+import hashlib
 import resource
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -55,6 +56,29 @@ def open_streams(config: Config, dataset: str, labels: list[str]) -> dict[str, S
                                           "run abaw extract first")
         streams[label] = Stream(label, store, spec.modality, int(store.record(tracks[0])["dims"]["features"]))
     return streams
+
+
+def head_features(config: Config) -> list[str]:
+    """The ``extract.features`` labels a head reads: ``train.features``, and the fallback MLP's
+    stream in case it is not among them. Other configured extractors change nothing a head
+    computes."""
+    labels = list(config.train.features)
+    stream = (config.train.fallback or {}).get("stream")
+    return labels + ([stream] if stream is not None and stream not in labels else [])
+
+
+def features_digest(streams: dict[str, Stream], tracks: list[Track]) -> str:
+    """16 hex digits naming the cached arrays ``tracks`` read from ``streams``: their
+    checksums as each track's record lists them. Extracting a track again with other numbers
+    (its video or crops changed, then ``abaw extract``) changes it; extracting it again with
+    the same numbers does not."""
+    digest = hashlib.sha256()
+    for label in sorted(streams):
+        store = streams[label].store
+        for track_id in sorted({t.id for t in tracks}):
+            record = store.record(track_id)
+            digest.update(repr((label, store.folder.name, track_id, record and record["files"])).encode())
+    return digest.hexdigest()[:16]
 
 
 def check_fresh(config: Config, dataset: str, streams: dict[str, Stream], tracks: list[Track]) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -202,7 +204,11 @@ def train(config: Config, run_dir: Path | Callable[[], Path], fold: int | None =
     """Train one head; writes checkpoints, metrics.csv and stream_statistics.json in ``run_dir``.
 
     ``run_dir`` may be a function that creates the directory: it is called only once the
-    features and tracks have been read, so a run refused for its inputs leaves no directory.
+    features and tracks have been read, so a run refused for its inputs leaves no directory,
+    and only in the main process. The other ranks of a distributed fit (started by Lightning's
+    launcher, torchrun or SLURM) write nothing (Lightning saves checkpoints and logs from rank
+    0) and make no directory of their own; Lightning gives them rank 0's checkpoint directory
+    when the fit starts, and their result names rank 0's run directory.
 
     With ``select`` the best epoch by the validation score is kept and training stops early;
     without it (cross-validation, where the validation fold is the held-out data) every run
@@ -216,8 +222,12 @@ def train(config: Config, run_dir: Path | Callable[[], Path], fold: int | None =
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = build_datasets(config, fold)
     module, stats = build_module(config, train_set.streams, train_set)
-    run_dir = run_dir() if callable(run_dir) else Path(run_dir)
-    if is_main_process():  # the rank processes of a distributed fit write nothing of their own
+    main = is_main_process()
+    if callable(run_dir):
+        # A rank process only needs a path to build the trainer with: nothing is written there.
+        run_dir = run_dir() if main else Path(config.runs_dir)
+    run_dir = Path(run_dir)
+    if main:  # the rank processes of a distributed fit write nothing of their own
         (run_dir / "stream_statistics.json").write_text(json.dumps(stats))
     # Selecting keeps the best epoch (and the last, to resume); cross-validation keeps the last only.
     checkpoint = (ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/score", mode="max",
@@ -236,6 +246,8 @@ def train(config: Config, run_dir: Path | Callable[[], Path], fold: int | None =
         log_every_n_steps=max(1, min(5, batches)), num_sanity_val_steps=0, **dict(t.trainer),
     )
     trainer.fit(module, WindowDataModule(train_set, val_set, t.batch_size, t.num_workers), ckpt_path=t.resume)
+    if not main:  # the checkpoint directory rank 0 made, which ModelCheckpoint broadcast in its setup
+        run_dir = Path(checkpoint.dirpath).parent
     if not select:
         # EpochLog has logged the last epoch's val/score, which is this result's.
         last = trainer.callback_metrics.get("val/score")
@@ -247,7 +259,7 @@ def train(config: Config, run_dir: Path | Callable[[], Path], fold: int | None =
         # Spawned strategies return the path but not the score to this process: read it back.
         best = _checkpoint_score(best_path)
     best = float("nan") if best is None else float(best)
-    if is_main_process():
+    if main:
         log(f"{prefix}: best val/score {best:.4f} -> {best_path}")
     return TrainResult(run_dir, best_path, best)
 
@@ -259,6 +271,68 @@ def _checkpoint_score(path: Path) -> float | None:
         if isinstance(callback, dict) and callback.get("best_model_score") is not None:
             return float(callback["best_model_score"])
     return None
+
+
+def _process_group() -> bool:
+    """True while a distributed fit's process group is up (Lightning leaves it up after fit)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and torch.distributed.get_world_size() > 1
+
+
+def predict_on_every_rank(checkpoint: str | Path, config: Config,
+                          tracks: list[Track]) -> dict[str, dict[str, np.ndarray]] | None:
+    """:func:`predict_frames` of ``tracks`` shared among the ranks of a distributed run: each
+    rank predicts every ``world_size``-th track and rank 0 receives them all, in the order of
+    ``tracks``; the other ranks get None. In one process: :func:`predict_frames`, in the main
+    process only.
+
+    This is how Lightning means prediction on several devices (each process predicts its part
+    of the data, the parts are then written or gathered), rather than rank 0 predicting alone
+    while the others wait: a wait long enough to predict a real fold would run past the
+    process group's timeout (30 minutes) in the collectives the others are in by then (the
+    next fit). Tracks are split whole, so no row is predicted twice (a ``DistributedSampler``
+    would pad). Every rank calls this right after the same fit, whose process group it uses.
+    """
+    if not _process_group():
+        return predict_frames(checkpoint, config, tracks) if is_main_process() else None
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    mine = predict_frames(checkpoint, config, tracks[rank::world])
+    parts: list | None = [None] * world if rank == 0 else None
+    torch.distributed.gather_object(mine, parts, dst=0)
+    if parts is None:
+        return None
+    merged = {track_id: arrays for part in parts for track_id, arrays in part.items()}
+    return {t.id: merged[t.id] for t in tracks}
+
+
+# How long wait_for_main() holds the other ranks for rank 0's own work: hours, not the 30
+# minutes of the fit's process group. ABAW_WAIT_FOR_MAIN_S (seconds) overrides it.
+WAIT_FOR_MAIN = datetime.timedelta(hours=12)
+_wait_group = None
+
+
+def wait_for_main() -> None:
+    """Hold every rank of a distributed run here until rank 0 arrives too (no-op without a
+    process group, i.e. in one process or before the first fit).
+
+    Work that only rank 0 does between two fits (tuning post-processing on all out-of-fold
+    predictions, test predictions, submission files) would otherwise leave the other ranks
+    waiting inside the next fit's collectives, which time out after the process group's 30
+    minutes. They wait here instead, on a gloo group of their own whose timeout is
+    :data:`WAIT_FOR_MAIN` (or ``ABAW_WAIT_FOR_MAIN_S`` seconds); gloo works beside an NCCL
+    group, and a rank that died closes its connection, so the others stop at once rather
+    than at the timeout. Ranks launched externally (torchrun, SLURM) are not connected before
+    their first fit: until then this returns at once, and they wait for each other in that
+    fit's rendezvous, under the process group's timeout.
+    """
+    global _wait_group
+    if not _process_group():
+        return
+    if _wait_group is None:  # every rank gets here in the same order: creating it is collective
+        seconds = os.environ.get("ABAW_WAIT_FOR_MAIN_S")
+        timeout = datetime.timedelta(seconds=float(seconds)) if seconds else WAIT_FOR_MAIN
+        _wait_group = torch.distributed.new_group(backend="gloo", timeout=timeout)
+    torch.distributed.barrier(group=_wait_group)
 
 
 def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], offset: int = 0,
