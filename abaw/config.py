@@ -150,9 +150,15 @@ class CVConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """``abaw run``: per-task configs are ``<tasks_dir>/<task>.yaml`` beside the run config."""
+    """``abaw run``: per-task configs are ``<tasks_dir>/<task>.yaml`` beside the run config.
+
+    ``variants`` maps a table label to another task config in ``tasks_dir`` (e.g. another
+    feature stream for one task): cross-validated after the tasks, in its own CV directory
+    (``<name>-<file stem>``), and shown as a row of the table; no submission is written for it.
+    """
 
     tasks_dir: str = "task"
+    variants: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from abaw.metrics import score
 from abaw.predict import predict
 from abaw.rundir import SOURCES
 from abaw.submit import submit
-from abaw.tasks import Task
+from abaw.tasks import TASKS, Task, get_task
+from abaw.training.train import wait_for_main
 
 
 def _cell(mean: float, std: float) -> str:
@@ -73,20 +74,22 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
     overrides = list(overrides or [])
     config = load_config(config_path, overrides)
     root = ensure_dataset(config)
-    run_dir = make_run_dir(config, "run")
-    log(f"      run directory: {run_dir}")
+    # Under Lightning's ddp (or torchrun, SLURM) every rank process runs this command too: only
+    # rank 0 makes the run directory and writes; the others write nothing, here or in the fits.
+    main = is_main_process()
+    run_dir = make_run_dir(config, "run") if main else None
+    if main:
+        log(f"      run directory: {run_dir}")
 
     tasks = resolve_tasks(root, config.tasks)
-    log(f"[2/5] inspecting the dataset (tasks: {', '.join(t.name for t in tasks)})")
-    stats, problems = inspect_root(root, log=log, tasks=tasks)
-    main = is_main_process()  # under Lightning's ddp every rank process runs this command too
-    if main:
+    if main:  # a report: rank 0's is the run's (Lightning's launcher starts the others after it)
+        log(f"[2/5] inspecting the dataset (tasks: {', '.join(t.name for t in tasks)})")
+        stats, problems = inspect_root(root, log=log, tasks=tasks)
         (run_dir / "inspect.txt").write_text(format_report(stats, problems) + "\n")
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        print(format_report(stats, problems))
-        log("the dataset has errors; fix them first (see above)")
-        return 1
+        if any(p.severity == "error" for p in problems):
+            print(format_report(stats, problems))
+            log("the dataset has errors; fix them first (see above)")
+            return 1
 
     log("[3/5] extracting features (tracks already in the cache are skipped)")
     if run_extract(config, log=log) != 0:
@@ -101,22 +104,35 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
         task_config = load_config([tasks_dir / f"{name}.yaml", config_path], overrides)
         log(f"[4/5] {name.upper()}: {task_config.folds.k}-fold cross-validation")
         cv_dir, summary = run_cv(task_config, log=log)
-        if not main:  # a rank process only joins the fits; rank 0 predicts, submits and reports
+        if main:  # a rank process only joins the fits; rank 0 predicts, submits and reports
+            log(f"[5/5] {name.upper()}: test predictions and submission")
+            predict(cv_dir, "test", log=log)
+            written += submit(cv_dir, submission_dir)
+            table.append((name, summary, baseline_cv(task_config, task), cv_dir))
+        # Not in the next task's fit: rank 0's summary and test predictions can outlast its timeout.
+        wait_for_main()
+    for label, file in config.run.variants.items():
+        task_config = load_config([tasks_dir / file, config_path], overrides + [f"name={config.name}-{Path(file).stem}"])
+        task = get_task(task_config.train.task)
+        if task not in tasks:
             continue
-        log(f"[5/5] {name.upper()}: test predictions and submission")
-        predict(cv_dir, "test", log=log)
-        written += submit(cv_dir, submission_dir)
-        table.append((name, summary, baseline_cv(task_config, task), cv_dir))
+        log(f"[4/5] {label}: {task_config.folds.k}-fold cross-validation ({tasks_dir / file})")
+        cv_dir, summary = run_cv(task_config, log=log)
+        if main:
+            table.append((label, summary, baseline_cv(task_config, task), cv_dir))
+        wait_for_main()
 
     if not main:
         return 0
-    lines = [f"{'task':<5} {'trivial baseline':>17}" + "".join(f" {label:>17}" for label in SOURCES.values())
+    width = max(5, *(len(row[0]) for row in table))
+    lines = [f"{'task':<{width}} {'trivial baseline':>17}" + "".join(f" {label:>17}" for label in SOURCES.values())
              + f" {'post-processed':>17}"]
     for name, summary, (base_mean, base_std), _ in table:
         cells = [_cell(base_mean, base_std)]
         cells += [_cell(part["mean"], part["std"]) if (part := summary["sources"].get(source)) else f"{'-':>17}"
                   for source in SOURCES]
-        lines.append(f"{name.upper():<5} " + " ".join(cells + [_cell(summary["post"]["mean"], summary["post"]["std"])]))
+        lines.append(f"{name.upper() if name in TASKS else name:<{width}} "
+                     + " ".join(cells + [_cell(summary["post"]["mean"], summary["post"]["std"])]))
     result = "\n".join(lines)
     (run_dir / "scores.txt").write_text(result + "\n")
     (run_dir / "scores.json").write_text(json.dumps({name: {"baseline": [b, s], "sources": summ["sources"],

@@ -42,4 +42,6 @@ def test_the_recipes_say_what_they_publish():
     assert dino.train.model["name"] == "fusion_moe" and dino.cv.ensemble == "logits"
     assert dino.cv.search == {"fill": ["skip"], "filter": ["median"], "window": [101]}
     assert tuple(dino.extract.features["dinov2"]["scales"]) == (0.9, 1.2, 1.5)
+    assert dino.extract.faces_of("dinov2", "affwild2") == "detected"  # from the raw video, as the entry
+    assert hsemotion.extract.faces_of("hsemotion", "affwild2") == "crops"
     assert dino.extract.features["wav2vec2"]["layers"] == 4

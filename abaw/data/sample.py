@@ -71,6 +71,7 @@ class _Person:
     invalid: dict[str, str] = field(default_factory=dict)  # task name -> which values are invalid
     occluded: bool = False
     style: render.FaceStyle | None = None  # fixed where the person is in several videos; None: drawn per video
+    look: render.Look = field(default_factory=render.Look)  # resting appearance and voice, per person
 
 
 @dataclass(eq=False)  # identity semantics: videos are compared and hashed as objects
@@ -167,6 +168,13 @@ def _plan_affwild2(rng: np.random.Generator, tracks: int, seconds: float) -> lis
         persons[i].occluded = True
     # Last, after every other draw, so that the rest of a seed's dataset stays what it was.
     videos.append(_next_part(rng, cut, seconds))
+    # People differ at rest more than many expressions differ: one look per person, shared by
+    # the parts of a recording (drawn after everything else, for the same reason).
+    looks: dict[tuple[str, str], render.Look] = {}
+    for video in videos:
+        for person in video.persons:
+            key = (video.source or video.name, person.track.removeprefix(video.name))
+            person.look = looks.setdefault(key, render.Look.random(rng))
     return videos
 
 
@@ -343,7 +351,7 @@ def _simulate_face(rng: np.random.Generator, n: int, fps: float, person: _Person
         start = int(rng.integers(0, n - length))
         hidden[start:start + length] = True
     va = np.clip(np.stack([valence, arousal], axis=1), -1.0, 1.0)
-    return render.Face(params, motion, hidden, va[:, 1], person.style), _Labels(labels, va, au)
+    return render.Face(params, motion, hidden, va[:, 1], person.style, person.look), _Labels(labels, va, au)
 
 
 # ----------------------------------------------------------------------------- Aff-Wild2 files
@@ -396,7 +404,10 @@ def _write_affwild2(tmp: Path, videos: list[_Video], seed: np.random.SeedSequenc
         manifest["videos"][video.name] = {
             "path": f"Aff-Wild2/{video.folder}/{video.name}{video.suffix}", "dataset": "affwild2",
             "fps": None if video.fps is None else float(video.fps), "frames": frames, "audio": video.audio,
-            "source": video.source, "faces": _write_true_faces(tmp, video, boxes)}
+            "source": video.source, "faces": _write_true_faces(tmp, video, boxes),
+            "looks": {p.track: {"rest": dict(zip(render.PARAMS, np.round(p.look.rest, 3).tolist())),
+                                "width": round(p.look.width, 3), "pitch": round(p.look.pitch, 1)}
+                      for p in video.persons}}
         decimals = int(rng.integers(3, 5))
         for person, (_, labels), mask in zip(video.persons, simulated, present):
             for task in AFFWILD2_TASKS:

@@ -13,7 +13,7 @@ pixels, roll in radians.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -97,11 +97,13 @@ def _mouth(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return upper, lower
 
 
-def draw_face(draw: ImageDraw.ImageDraw, params: np.ndarray, pose: np.ndarray, style: FaceStyle) -> None:
-    """Draw one face with expression `params` (len(PARAMS),) at `pose` (4,) onto `draw`."""
+def draw_face(draw: ImageDraw.ImageDraw, params: np.ndarray, pose: np.ndarray, style: FaceStyle,
+              width: float = 1.0) -> None:
+    """Draw one face with expression `params` (len(PARAMS),) at `pose` (4,) onto `draw`; `width`
+    scales the face's width (a person's face shape)."""
     line = max(1, int(round(pose[2] * 0.06)))
-    draw.polygon(_place(_ellipse(0.0, -0.22, 0.86, 0.95), pose), fill=style.hair)
-    draw.polygon(_place(_ellipse(0.0, 0.0, 0.76, 1.0), pose), fill=style.skin)
+    draw.polygon(_place(_ellipse(0.0, -0.22, 0.86 * width, 0.95), pose), fill=style.hair)
+    draw.polygon(_place(_ellipse(0.0, 0.0, 0.76 * width, 1.0), pose), fill=style.skin)
     cheek = _mix(style.skin, (225, 95, 110), 0.7 * max(params[P["cheek"]], 0.0))
     for side in (-1.0, 1.0):
         draw.polygon(_place(_ellipse(side * 0.44, 0.22, 0.17, 0.12), pose), fill=cheek)
@@ -126,10 +128,10 @@ def draw_face(draw: ImageDraw.ImageDraw, params: np.ndarray, pose: np.ndarray, s
     draw.line(_place(lower, pose), fill=lips, width=lip_width)
 
 
-def face_box(pose: np.ndarray) -> tuple[float, float, float, float]:
+def face_box(pose: np.ndarray, width: float = 1.0) -> tuple[float, float, float, float]:
     """``(x0, y0, x1, y1)`` pixel bounds of the skin outline :func:`draw_face` draws at
     `pose`: the true face box that detection and tracking are measured against."""
-    points = np.array(_place(_ellipse(0.0, 0.0, 0.76, 1.0), pose))
+    points = np.array(_place(_ellipse(0.0, 0.0, 0.76 * width, 1.0), pose))
     return (*points.min(axis=0).tolist(), *points.max(axis=0).tolist())
 
 
@@ -275,6 +277,26 @@ class VideoWriter:
 
 
 @dataclass(frozen=True)
+class Look:
+    """How one person differs from another at rest, the same in every video of theirs: a
+    resting offset of every face parameter (a mouth that curves up or down when neutral, eyes
+    more open, brows higher), a face width, and a voice pitch in Hz. Drawn on top of the
+    expression; the labels follow the expression alone, as annotators rate the change from a
+    person's neutral face."""
+
+    rest: np.ndarray = field(default_factory=lambda: np.zeros(len(PARAMS)))
+    width: float = 1.0
+    pitch: float | None = None
+
+    @classmethod
+    def random(cls, rng: np.random.Generator) -> Look:
+        rest = np.zeros(len(PARAMS))
+        for name, spread in (("curve", 0.3), ("eye", 0.3), ("brow", 0.25), ("open", 0.1), ("tilt", 0.15)):
+            rest[P[name]] = rng.uniform(-spread, spread)
+        return cls(rest, float(rng.uniform(0.88, 1.12)), float(rng.uniform(100, 220)))
+
+
+@dataclass(frozen=True)
 class Face:
     """What one person does in a video, frame by frame (N frames).
 
@@ -285,6 +307,7 @@ class Face:
         arousal: (N,) in [-1, 1]; the voice's pitch and loudness follow it.
         style: the person's colours where they must match another video of the same person;
             None: drawn for this video.
+        look: the person's resting appearance and voice (:class:`Look`).
     """
 
     params: np.ndarray
@@ -292,6 +315,7 @@ class Face:
     hidden: np.ndarray
     arousal: np.ndarray
     style: FaceStyle | None = None
+    look: Look = field(default_factory=Look)
 
 
 def frame_times(rng: np.random.Generator, fps: Fraction | None, n: int) -> tuple[np.ndarray, float]:
@@ -337,7 +361,7 @@ def encode_faces(path: Path, size: tuple[int, int], fps: Fraction | None, frames
         image = scene.copy()
         draw = ImageDraw.Draw(image)
         for face, pose, style in zip(faces, poses, styles):
-            draw_face(draw, face.params[i], pose[i], style)
+            draw_face(draw, face.params[i] + face.look.rest, pose[i], style, face.look.width)
             if face.hidden[i]:
                 draw_occluder(draw, pose[i])
         for face, pose, crop_dir, mask in zip(faces, poses, crop_dirs, present):
@@ -346,7 +370,8 @@ def encode_faces(path: Path, size: tuple[int, int], fps: Fraction | None, frames
                 aligned_crop(image, pose[i]).save(crop_dir / f"{i + 1:05d}.jpg", quality=90)
                 mask[i] = True
         writer.add(image, float(times[i]))
-    boxes = [np.array([face_box(p) for p in pose[:frames]], dtype=np.float64) for pose in poses]
+    boxes = [np.array([face_box(p, face.look.width) for p in pose[:frames]], dtype=np.float64)
+             for face, pose in zip(faces, poses)]
     for face, box in zip(faces, boxes):
         box[face.hidden[:frames]] = np.nan
     samples = None
@@ -361,7 +386,9 @@ def encode_faces(path: Path, size: tuple[int, int], fps: Fraction | None, frames
 def _voices(rng: np.random.Generator, faces: list[Face], times: np.ndarray, duration: float,
             spec: AudioSpec) -> np.ndarray:
     """(channels, S) samples: each face's voice, the pair panned apart in stereo."""
-    voices = [voice(times, f.arousal[:len(times)], duration, spec.rate, rng.uniform(100, 220), rng) for f in faces]
+    pitches = [rng.uniform(100, 220) for _ in faces]  # drawn always: the rest of the seed's draws stay the same
+    voices = [voice(times, f.arousal[:len(times)], duration, spec.rate, f.look.pitch or pitch, rng)
+              for f, pitch in zip(faces, pitches)]
     if spec.channels == 1:
         return (sum(voices) / len(voices))[None]
     pans = [0.5] if len(voices) == 1 else [0.8, 0.2]
