@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -235,6 +236,7 @@ def fill_face_store(store: FeatureStore, finder: FaceFinder, tracks: list[FaceTr
             continue
         by_video.setdefault(track.video, []).append(track)
     failed: dict[str, str] = {}
+    start = last = time.monotonic()
     for number, (video, group) in enumerate(by_video.items(), 1):
         try:
             found: dict[Override | None, tuple] = {}
@@ -249,7 +251,14 @@ def fill_face_store(store: FeatureStore, finder: FaceFinder, tracks: list[FaceTr
         except (MediaError, OSError) as e:
             for track in group:
                 failed[track.id] = f"{type(e).__name__}: {e}"
-        log(f"  faces {number}/{len(by_video)}: {video.name}")
+        if time.monotonic() - last >= 10.0 and number < len(by_video):  # progress on long runs only
+            last = time.monotonic()
+            log(f"  faces: {number}/{len(by_video)} videos, {last - start:.0f} s")
+    if by_video:
+        written = [t for group in by_video.values() for t in group if t.id not in failed]
+        with_face = sum(store.record(t.id)["valid_rows"] for t in written)
+        log(f"  faces: {len(by_video)} videos detected and tracked in {time.monotonic() - start:.0f} s: "
+            f"{len(written)} tracks, a face on {with_face} of {sum(t.rows for t in written)} rows -> {store.folder}")
     return failed
 
 
