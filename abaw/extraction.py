@@ -158,7 +158,8 @@ def fill_faces(config: Config, dataset: str, log: Log, rank: int = 0, world: int
               for track_id, (rows, track) in sorted(_affwild2_tracks(affwild2.find_layout(config.data.root)).items())
               if track.video_path is not None]
     videos = sorted({t.video for t in tracks})[rank::world]
-    return fill_face_store(store, finder, [t for t in tracks if t.video in set(videos)], log)
+    known = {t.id for t in tracks} | {t.video.stem for t in tracks}  # every rank checks the whole file
+    return fill_face_store(store, finder, [t for t in tracks if t.video in set(videos)], log, known)
 
 
 def feature_store(config: Config, dataset: str, label: str, spec=None, create: bool = False) -> FeatureStore:

@@ -224,10 +224,12 @@ def track_inputs(track: FaceTrack, video_bytes: int, entry: Override | None) -> 
             "override": entry.fingerprint() if entry else None}
 
 
-def fill_face_store(store: FeatureStore, finder: FaceFinder, tracks: list[FaceTrack], log: Log) -> dict[str, str]:
+def fill_face_store(store: FeatureStore, finder: FaceFinder, tracks: list[FaceTrack], log: Log,
+                    known: set[str] | None = None) -> dict[str, str]:
     """Detect, track and write the faces rows of every track not yet complete in ``store``
-    (both sides of a two-person video from one detection pass); returns failed track -> error."""
-    check_known(finder.overrides, {t.id for t in tracks} | {t.video.stem for t in tracks})
+    (both sides of a two-person video from one detection pass); returns failed track -> error.
+    Overrides must name one of ``known`` (default: these tracks and their videos)."""
+    check_known(finder.overrides, known or {t.id for t in tracks} | {t.video.stem for t in tracks})
     by_video: dict[Path, list[FaceTrack]] = {}
     for track in tracks:
         entry = override_for(finder.overrides, track.id, track.video.stem)
