@@ -291,7 +291,7 @@ class Look:
     @classmethod
     def random(cls, rng: np.random.Generator) -> Look:
         rest = np.zeros(len(PARAMS))
-        for name, spread in (("curve", 0.3), ("eye", 0.3), ("brow", 0.25), ("open", 0.1), ("tilt", 0.15)):
+        for name, spread in (("curve", 0.2), ("eye", 0.2), ("brow", 0.15), ("open", 0.05), ("tilt", 0.1)):
             rest[P[name]] = rng.uniform(-spread, spread)
         return cls(rest, float(rng.uniform(0.88, 1.12)), float(rng.uniform(100, 220)))
 
