@@ -8,6 +8,8 @@ personalisation and video-level pooling use without reaching inside:
   input of the model's last linear layer (``feature_dim`` = F);
 - ``forward_head(features, mask)``: (B, T, F) -> (B, T, ``output_dim``);
 - ``forward(...)`` = ``forward_head(forward_features(...))``;
+- ``linear_view(features)`` -> ``(z, weight, bias)`` with ``forward_head == z @ weight.T + bias`` (classification
+  heads, activation ``none``): the last linear map that test-time personalisation adapts;
 - ``aux_loss()``: a scalar added to the task loss (zero unless the model has one);
 - ``set_stream_statistics({name: (mean, std)})``: the training split's statistics of the input
   streams it normalises (see :class:`fusion.gated.StreamNorm`);
@@ -38,6 +40,14 @@ class FrameModel(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def linear_view(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(z, weight, bias)`` with ``forward_head(features) == z @ weight.T + bias`` exactly:
+        features (..., F) -> z (..., D), weight (C, D), bias (C,). Test-time personalisation
+        (:mod:`abaw.personalise`) adapts this last linear map without reaching inside the model.
+        Defined only for an identity output activation (``activation="none"``, the
+        classification tasks); a tanh output is not linear in anything, so it raises."""
         raise NotImplementedError
 
     def forward(self, streams: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
@@ -84,6 +94,26 @@ class FusionMoE(FrameModel):
     def forward_head(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(features, mask)
 
+    def linear_view(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The mixture as one linear map with a constant (zero) bias.
+
+        The head computes Σ_k w_k (W_k h_k + b_k), h_k the input of expert k's last
+        ``nn.Linear`` (its final LayerNorm's output) and w_k the router weight. Written as
+        z = [w_1 h_1, …, w_K h_K, w_1, …, w_K] (D = K·hidden + K) and weight =
+        [W_1, …, W_K, b_1 … b_K] (C, D), the bias terms ride on the router weights, so the
+        bias of the view is 0 and constant over frames, and a frame's embedding z is exactly
+        what the classifier rows see (which T3A's supports and CaP's caches need). The view
+        is of the model as it is: call it in eval mode, where dropout is off.
+        """
+        if not isinstance(self.head.activation, nn.Identity):
+            raise ValueError("linear_view needs activation='none': a tanh output is not a linear map")
+        weights = self.head.routing(features)  # (..., K)
+        hidden = [expert[:-1](features) for expert in self.head.experts]
+        z = torch.cat([weights[..., k:k + 1] * h for k, h in enumerate(hidden)] + [weights], dim=-1)
+        lasts = [expert[-1] for expert in self.head.experts]
+        weight = torch.cat([last.weight for last in lasts] + [torch.stack([last.bias for last in lasts], dim=1)], dim=1)
+        return z, weight, torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+
     def aux_loss(self) -> torch.Tensor:
         return self.head.balance_loss
 
@@ -114,11 +144,24 @@ class StreamMLP(FrameModel):
     def forward_head(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.activation(self.last(features))
 
+    def linear_view(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z = the features themselves (the hidden activations, the input of the last
+        ``nn.Linear``), weight and bias = that layer's."""
+        if not isinstance(self.activation, nn.Identity):
+            raise ValueError("linear_view needs activation='none': a tanh output is not a linear map")
+        return features, self.last.weight, self.last.bias
+
     def stream_norms(self) -> dict[str, StreamNorm]:
         return dict(self.norms)
 
 
 _MODELS: dict[str, Callable[..., FrameModel]] = {"fusion_moe": FusionMoE, "mlp": StreamMLP}
+
+
+def register_model(name: str, factory: Callable[..., FrameModel]) -> None:
+    """Make ``factory`` available as ``create_model(name)`` (the video-level pooling models of
+    :mod:`fusion.pooling` register themselves this way)."""
+    _MODELS[name] = factory
 
 
 def registered_models() -> list[str]:

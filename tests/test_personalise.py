@@ -1,0 +1,391 @@
+"""Test-time personalisation (abaw/personalise.py): the linear views, T3A and CaP by hand and
+against slow per-frame definitions, causality, the offline mode, and no autograd anywhere."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from abaw.personalise import (METHODS, LinearView, build_source, cap, cap_trace, check_params, entropy,
+                              linear_view, param_grid, personalise, personalise_view, t3a)
+from fusion import create_model, registered_models
+
+STREAMS = {"visual": {"face": 12}, "audio": {"voice": 5}}
+
+
+def model_of(name: str, **overrides):
+    torch.manual_seed(0)
+    return create_model(name, **STREAMS, output_size=8, hidden=16, **overrides).eval()
+
+
+def inputs(rows: int = 40, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return {"face": torch.randn(2, rows, 12, generator=g), "voice": torch.randn(2, rows, 5, generator=g)}
+
+
+def random_view(rows: int = 120, dim: int = 6, classes: int = 4, seed: int = 0, scale: float = 3.0) -> LinearView:
+    g = torch.Generator().manual_seed(seed)
+    # Slowly drifting embeddings, so predictions come in runs and some frames are confident.
+    z = torch.randn(rows, dim, generator=g).cumsum(dim=0) * 0.3 + torch.randn(rows, dim, generator=g)
+    return LinearView(z, torch.randn(classes, dim, generator=g) * scale / math.sqrt(dim),
+                      torch.randn(classes, generator=g) * 0.1)
+
+
+# ------------------------------------------------------------------------------ linear views
+
+@pytest.mark.parametrize("name", registered_models())
+def test_linear_view_is_the_head_exactly(name):
+    model = model_of(name)
+    with torch.no_grad():
+        features = model.forward_features(inputs())
+        z, weight, bias = model.linear_view(features)
+        expected = model.forward_head(features)
+    assert z.shape[:-1] == features.shape[:-1] and weight.shape == (8, z.shape[-1]) and bias.shape == (8,)
+    assert torch.allclose(z @ weight.T + bias, expected, atol=1e-5)
+
+
+def test_moe_view_folds_the_expert_biases_into_the_router_weights():
+    model = model_of("fusion_moe", experts=3, temporal=True)
+    with torch.no_grad():
+        for expert in model.head.experts:
+            expert[-1].bias.uniform_(-2, 2)  # biases that matter, so the fold is exercised
+        features = model.forward_features(inputs())
+        z, weight, bias = model.linear_view(features)
+        assert torch.allclose(z @ weight.T + bias, model.forward_head(features), atol=1e-5)
+    assert z.shape[-1] == 3 * 16 + 3 and torch.equal(bias, torch.zeros(8))
+    assert torch.allclose(z[..., -3:].sum(dim=-1), torch.ones(2, 40))  # the router weights ride along
+
+
+@pytest.mark.parametrize("name", registered_models())
+def test_linear_view_refuses_a_tanh_head_and_a_training_model(name):
+    model = create_model(name, **STREAMS, output_size=2, hidden=8, activation="tanh").eval()
+    with pytest.raises(ValueError, match="activation"):
+        model.linear_view(torch.zeros(1, 3, 8))
+    with pytest.raises(ValueError, match="eval"):
+        linear_view(model_of(name).train(), torch.zeros(3, 16))
+
+
+# ------------------------------------------------------------------------------------- T3A
+
+def binary_entropy(d: float) -> float:
+    """Entropy of softmax([d, 0])."""
+    p = 1 / (1 + math.exp(-d))
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+def unit(*v: float) -> torch.Tensor:
+    t = torch.tensor(v, dtype=torch.float32)
+    return t / t.norm()
+
+
+# W = I, b = 0: the logits are z. Logit gaps: z2 2.5 > z0 2 > the seeds 1 > z3 0.8 > z1 0.2, so
+# by entropy (lowest first): z2, z0, seeds, z3, z1. z0, z1 are predicted 0; z2, z3 predicted 1.
+HAND = LinearView(torch.tensor([[3.0, 1.0], [1.0, 0.8], [0.5, 3.0], [1.2, 2.0]]), torch.eye(2), torch.zeros(2))
+
+
+def test_hand_example_is_ordered_as_claimed():
+    gaps = [2.0, 0.2, 2.5, 0.8]
+    assert torch.allclose(entropy(HAND.logits()), torch.tensor([binary_entropy(d) for d in gaps]))
+    assert binary_entropy(2.5) < binary_entropy(2.0) < binary_entropy(1.0) < binary_entropy(0.8) < binary_entropy(0.2)
+
+
+@pytest.mark.parametrize("k, supports", [
+    (1, ([unit(3, 1)], [unit(0.5, 3)])),                                  # the best frame beats the seed
+    (2, ([unit(3, 1), unit(1, 0)], [unit(0.5, 3), unit(0, 1)])),          # the seed is second
+    ("all", ([unit(3, 1), unit(1, 0), unit(1, 0.8)], [unit(0.5, 3), unit(0, 1), unit(1.2, 2)])),
+])
+def test_t3a_offline_by_hand(k, supports):
+    weights = torch.stack([F.normalize(sum(s), dim=0) for s in supports])
+    assert torch.allclose(t3a(HAND, k=k, mode="offline"), HAND.z @ weights.T, atol=1e-6)
+
+
+def test_t3a_keep_seeds_adds_the_seed_to_the_k_best():
+    weights = torch.stack([F.normalize(unit(3, 1) + unit(1, 0), dim=0), F.normalize(unit(0.5, 3) + unit(0, 1), dim=0)])
+    assert torch.allclose(t3a(HAND, k=1, mode="offline", keep_seeds=True), HAND.z @ weights.T, atol=1e-6)
+
+
+def test_t3a_online_by_hand():
+    # k=1. Frame 0 replaces seed 0 and sees itself; frame 1 is less certain than frame 0 and
+    # changes nothing; frame 2 replaces seed 1; frame 3 changes nothing.
+    z, w0, w1 = HAND.z, [unit(3, 1)] * 4, [unit(0, 1), unit(0, 1), unit(0.5, 3), unit(0.5, 3)]
+    expected = torch.stack([torch.stack([z[t] @ w0[t], z[t] @ w1[t]]) for t in range(4)])
+    assert torch.allclose(t3a(HAND, k=1, mode="online"), expected, atol=1e-6)
+
+
+def test_t3a_masked_frames_never_become_supports():
+    mask = torch.tensor([False, True, True, True])  # frame 0 may not join: class 0 keeps its seed (k=1)
+    weights = torch.stack([unit(1, 0), unit(0.5, 3)])
+    assert torch.allclose(t3a(HAND, k=1, mode="offline", mask=mask), HAND.z @ weights.T, atol=1e-6)
+
+
+def t3a_by_definition(view: LinearView, k, keep_seeds: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's loop, one frame at a time: (online logits, offline logits)."""
+    z, weight = view.z.double(), view.weight.double()
+    classes = weight.shape[0]
+    seeds = [(float(entropy(view.logits(view.weight)[c])), -1, F.normalize(weight[c], dim=0)) for c in range(classes)]
+    sets = [[] if keep_seeds else [seeds[c]] for c in range(classes)]
+
+    def classifier():
+        rows = []
+        for c in range(classes):
+            chosen = sorted(sets[c], key=lambda s: (s[0], s[1]))[: (None if k == "all" else k)]
+            sets[c] = chosen
+            rows.append(sum(s[2] for s in chosen) + (seeds[c][2] if keep_seeds else 0))
+        return F.normalize(torch.stack(rows), dim=-1)
+
+    online = []
+    logits = view.logits()  # float32, as the method ranks them
+    for t in range(z.shape[0]):
+        c = int(logits[t].argmax())
+        sets[c].append((float(entropy(logits[t])), t, F.normalize(z[t], dim=0)))
+        online.append(z[t] @ classifier().T)
+    return torch.stack(online).float(), (z @ classifier().T).float()
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, "all"])
+@pytest.mark.parametrize("keep_seeds", [False, True])
+def test_t3a_equals_the_per_frame_definition(k, keep_seeds):
+    view = random_view(rows=150, seed=3)
+    online, offline = t3a_by_definition(view, k, keep_seeds)
+    for block in (32, 7):  # 150 frames: a partly filled last block either way
+        assert torch.allclose(t3a(view, k=k, mode="online", keep_seeds=keep_seeds, block=block), online, atol=1e-4)
+    assert torch.allclose(t3a(view, k=k, mode="offline", keep_seeds=keep_seeds), offline, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------- CaP
+
+A, A2, M, U, B = [4.0, 0.2, 0.0], [5.0, 0.2, 0.0], [2.0, 0.0, 0.3], [0.3, 0.2, 0.0], [0.0, 4.0, 0.2]
+# W = I3: the logits are z. Normalised entropies: A 0.16, A2 0.07 (confident, < 0.5), M 0.65
+# (ambiguous, least likely class 1), U 0.99 (neither); B confident, predicted 1.
+SEQUENCE = [A, A, A, A, M, U, B, B, B, A, A, A2]
+GATE_VIEW = LinearView(torch.tensor(SEQUENCE), torch.eye(3), torch.zeros(3))
+
+
+def test_gate_example_has_the_claimed_entropies():
+    spread = entropy(GATE_VIEW.logits()) / math.log(3)
+    assert (spread[[0, 11, 6]] < 0.5).all() and 0.5 <= spread[4] < 0.8 and spread[5] >= 0.8
+    assert GATE_VIEW.logits()[4].argmin() == 1
+
+
+def test_cap_gates_by_hand():
+    trace = cap_trace(GATE_VIEW, mode="online")
+    # Predictions 0 0 0 0 0 0 1 1 1 0 0 0; stable: strict majority of the 3 before agrees.
+    assert trace.predicted.tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
+    assert trace.stable.nonzero().flatten().tolist() == [3, 4, 5, 8, 11]
+    assert trace.positive_gate.nonzero().flatten().tolist() == [3, 8, 11]   # stable and confident
+    assert trace.negative_gate.nonzero().flatten().tolist() == [4]          # stable and ambiguous
+    assert trace.positive == [[3, 11], [8], []]
+    assert trace.negative == [[], [4], []]                                  # under its least likely class
+
+
+def test_cap_positive_cache_keeps_the_lowest_entropy():
+    trace = cap_trace(GATE_VIEW, mode="online", positive_size=1)
+    assert trace.positive == [[11], [8], []]  # A2 is more certain than A and pushes frame 3 out
+
+
+def test_cap_cache_ties_keep_the_earlier_frame():
+    view = LinearView(torch.tensor(SEQUENCE[:-1] + [A]), torch.eye(3), torch.zeros(3))
+    assert cap_trace(view, mode="online", positive_size=1).positive == [[3], [8], []]
+
+
+def test_cap_source_cache_by_hand():
+    # Caches off (no frame is confident or ambiguous enough): only e_src refines. Subject
+    # "near" sits where the track is, "far" elsewhere; their class-0 prototypes differ.
+    near, far = unit(1, -0.3, 0), unit(1, 0, 0.5)
+    z = torch.tensor([[4.0, 0.2, 0.0]] * 30) + torch.linspace(0, 0.3, 30)[:, None]
+    view = LinearView(z, torch.eye(3), torch.zeros(3))
+    source = build_source([near[None].repeat(2, 1) * torch.tensor([[3.9], [4.1]]), -40 * far[None].repeat(2, 1),
+                           40 * far[None]], [torch.tensor([0, 0]), torch.tensor([-1, -1]), torch.tensor([0])],
+                          ["near", "far", "far"], num_classes=3)
+    off = {"positive_entropy": 0.0, "negative_entropy": 0.0, "subjects": 1}
+    units = F.normalize(z, dim=-1)
+
+    def refined(protos):  # one prototype of class 0 each, all similar to the frames: weights ∝ similarity
+        sims = (units @ protos.T).clamp_min(0)
+        e = (sims @ protos) / sims.sum(dim=1, keepdim=True)
+        return F.normalize(units + e, dim=-1) * z.norm(dim=-1, keepdim=True)
+
+    assert torch.allclose(cap(view, "offline", source, **off), refined(near[None]), atol=1e-5)
+    pooled = F.normalize(2 * near + far, dim=0)  # the mean of the unit class-0 frames of both subjects
+    online = cap(view, "online", source, refresh=10, **off)
+    assert torch.allclose(online[:10], refined(pooled[None])[:10], atol=1e-5)  # nothing seen yet: pooled
+    assert torch.allclose(online[10:], refined(near[None])[10:], atol=1e-5)  # then the nearest subject
+
+
+def test_cap_consistency_gate_by_hand():
+    # One training subject whose class-1 prototype leans towards A's direction more than its
+    # class-0 prototype does: A and A2 fail the consistency gate, B (class 1) passes it.
+    source = build_source([torch.tensor([[1.0, -0.3, 0.0], [1.0, 0.3, 0.0], [0.0, 0.0, 1.0]])],
+                          [torch.tensor([0, 1, 2])], ["s1"], num_classes=3)
+    trace = cap_trace(GATE_VIEW, mode="offline", source=source)
+    assert not trace.consistent[[0, 3, 11]].any() and trace.consistent[[6, 7, 8]].all()
+    assert trace.positive == [[], [8], []]
+    assert cap_trace(GATE_VIEW, mode="offline", source=source, mask=~torch.eye(12, dtype=torch.bool)[8]).positive \
+        == [[], [], []]  # a masked frame never enters
+
+
+def test_cap_with_empty_caches_is_the_model():
+    view = random_view(seed=5)
+    out = cap(view, mode="online", positive_entropy=0.0, negative_entropy=0.0)
+    assert torch.allclose(out, view.logits(), atol=1e-5)
+
+
+def cap_by_definition(view: LinearView, mode: str, pos_size=5, neg_size=4, pos_h=0.5, neg_h=0.8, window=3, top=5):
+    """CaP without a source bank, one frame at a time, straight from the description."""
+    logits = view.logits()
+    classes = logits.shape[1]
+    spread = entropy(logits) / math.log(classes)
+    pred, least = logits.argmax(1).tolist(), logits.argmin(1).tolist()
+    units = F.normalize(view.z, dim=-1)
+    positive, negative = [[] for _ in range(classes)], [[] for _ in range(classes)]
+
+    def admit(cache, c, t, size):
+        cache[c] = sorted(cache[c] + [(float(spread[t]), t)])[:size]
+
+    def mean(cache, t):
+        ids = sorted((i for _, i in cache[pred[t]]), key=lambda i: -float(units[i] @ units[t]))[:top]
+        if not ids:
+            return torch.zeros_like(units[t])
+        w = (units[ids] @ units[t]).clamp_min(0)
+        return (w @ units[ids]) / w.sum().clamp_min(1e-12)
+
+    states = []
+    for t in range(len(pred)):
+        past = pred[max(0, t - window):t]
+        if t >= window and past.count(pred[t]) * 2 > window:
+            if spread[t] < pos_h:
+                admit(positive, pred[t], t, pos_size)
+            elif spread[t] < neg_h:
+                admit(negative, least[t], t, neg_size)
+        states.append(([list(c) for c in positive], [list(c) for c in negative]))
+    out = []
+    for t in range(len(pred)):
+        positive, negative = states[t] if mode == "online" else states[-1]
+        r = F.normalize(units[t] + mean(positive, t) - mean(negative, t), dim=0) * view.z[t].norm()
+        out.append(view.logits(r[None])[0])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+@pytest.mark.parametrize("sizes", [{"positive_size": 2}, {"positive_size": 6, "negative_size": 3, "top": 2}])
+def test_cap_equals_the_per_frame_definition(mode, sizes):
+    view = random_view(rows=200, seed=7, scale=6.0)
+    trace = cap_trace(view, mode=mode, **sizes)
+    assert sum(map(len, trace.positive)) >= 3 and sum(map(len, trace.negative)) >= 1  # the example exercises both
+    expected = cap_by_definition(view, mode, pos_size=sizes["positive_size"], neg_size=sizes.get("negative_size", 4),
+                                 top=sizes.get("top", 5))
+    assert torch.allclose(trace.logits, expected, atol=1e-5)
+
+
+def test_frechet_distances_by_hand():
+    g = torch.Generator().manual_seed(0)
+    tracks = [torch.randn(300, 3, generator=g) * s + m for s, m in ((1.0, 0.0), (2.0, 1.0), (0.5, -1.0))]
+    labels = [torch.randint(0, 2, (300,), generator=g) for _ in tracks]
+    diag = build_source(tracks, labels, ["a", "b", "c"], num_classes=2)
+    full = build_source(tracks, labels, ["a", "b", "c"], num_classes=2, covariance="full")
+    test = torch.randn(500, 3, generator=g) * 2.0 + 1.0
+    mean, std = test.double().mean(0), test.double().std(0, unbiased=False)
+    expected = [float(((mean - t.double().mean(0)) ** 2).sum() + ((std - t.double().std(0, unbiased=False)) ** 2).sum())
+                for t in tracks]
+    assert torch.allclose(diag.distances(mean, std), torch.tensor(expected, dtype=torch.float64))
+    assert diag.distances(mean, std).argmin() == 1 and full.distances(mean, torch.cov(test.double().T,
+                                                                                      correction=0)).argmin() == 1
+    # For diagonal covariances the full formula is the diagonal one.
+    one = build_source([torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]])], [torch.zeros(4)], ["a"],
+                       1, covariance="full")
+    cov = torch.diag(torch.tensor([4.0, 1.0], dtype=torch.float64))
+    # subject: mean 0, variances (0.5, 2); test: mean (1, 0), variances (4, 1)
+    by_hand = 1.0 + (2.0 - math.sqrt(0.5)) ** 2 + (1.0 - math.sqrt(2.0)) ** 2
+    assert math.isclose(float(one.distances(torch.tensor([1.0, 0.0], dtype=torch.float64), cov)[0]), by_hand,
+                        rel_tol=1e-9)
+
+
+def test_source_prototypes_follow_the_subjects_labels():
+    z = [torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]]), torch.tensor([[1.0, 1.0]])]
+    bank = build_source(z, [torch.tensor([0, 1, -1]), torch.tensor([1])], ["a", "b"], num_classes=2)
+    assert bank.subjects == ("a", "b")
+    # the unlabelled frame is in no prototype
+    assert torch.allclose(bank.prototypes[0], torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    assert bank.present.tolist() == [[True, True], [False, True]]
+    assert torch.allclose(bank.pooled[1], F.normalize(unit(0, 1) + unit(1, 1), dim=0))  # mean of unit vectors
+
+
+# --------------------------------------------------------------------- modes and causality
+
+def bank_for(view: LinearView, subjects: int = 4) -> object:
+    g = torch.Generator().manual_seed(11)
+    tracks = [view.z[:60] + torch.randn(view.z.shape[1], generator=g) for _ in range(subjects)]
+    labels = [view.logits(t).argmax(1) for t in tracks]
+    return build_source(tracks, labels, [f"s{i}" for i in range(subjects)], view.weight.shape[0])
+
+
+@pytest.mark.parametrize("method, params", [("t3a", {"k": 5}), ("t3a", {"k": "all"}), ("cap", {"refresh": 25}),
+                                            ("none", {})])
+def test_online_never_looks_ahead(method, params):
+    view = random_view(rows=130, seed=2, scale=6.0)
+    source = bank_for(view)
+    before = personalise_view(method, view, params, "online", source)
+    for cut in (1, 31, 32, 50, 100):  # inside a block, at block edges, at refresh edges
+        future = torch.randn(130 - cut, view.z.shape[1], generator=torch.Generator().manual_seed(cut)) * 5
+        after = personalise_view(method, LinearView(torch.cat([view.z[:cut], future]), view.weight, view.bias),
+                                 params, "online", source)
+        assert torch.allclose(after[:cut], before[:cut], atol=1e-5), cut
+        assert not torch.allclose(after[cut:], before[cut:])
+
+
+def test_offline_uses_the_whole_track():
+    view = random_view(rows=90, seed=4, scale=6.0)
+    online, offline = t3a(view, k=5, mode="online"), t3a(view, k=5, mode="offline")
+    assert torch.allclose(online[-1], offline[-1], atol=1e-5)  # the last frame has seen everything either way
+    assert not torch.allclose(online[:10], offline[:10])
+    # CaP (no source bank): online, the first frames find empty caches and keep the model's
+    # logits; offline they are refined by the caches of the whole track.
+    online, offline = cap(view, mode="online"), cap(view, mode="offline")
+    trace = cap_trace(view, mode="offline")
+    assert trace.positive_gate.any()
+    assert torch.allclose(online[:3], view.logits()[:3], atol=1e-5)
+    assert not torch.allclose(offline[:3], view.logits()[:3])
+    assert torch.allclose(online[-1], offline[-1], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", registered_models())
+def test_no_gradient_anywhere_under_inference_mode(name):
+    model = model_of(name)
+    assert all(p.requires_grad for p in model.parameters())
+    with torch.inference_mode():
+        features = model.forward_features(inputs())
+        # A frame-level model gives one track's rows (B, T, F); a video-level one (fusion.pooling)
+        # one row per video (B, F), the rows personalisation then adapts over.
+        features = features[0] if features.dim() == 3 else features
+        z, rows = linear_view(model, features).z, features.shape[0]
+        source = build_source([z, z + 0.1], [torch.randint(0, 8, (rows,)), torch.randint(0, 8, (rows,))], ["a", "b"], 8)
+        for method in METHODS:
+            for mode in ("online", "offline"):
+                out = personalise(method, model, features, mode=mode, source=source)
+                assert out.shape == (rows, 8) and torch.isfinite(out).all() and not out.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_each_call_starts_afresh():
+    view = random_view(seed=9, scale=6.0)
+    first = [personalise_view(m, view, None, "online") for m in METHODS]
+    personalise_view("t3a", random_view(seed=10), None, "online")
+    assert all(torch.equal(a, personalise_view(m, view, None, "online")) for a, m in zip(first, METHODS))
+
+
+# ---------------------------------------------------------------------------- registry
+
+def test_registry_grid_and_parameter_checks():
+    assert set(METHODS) == {"none", "t3a", "cap"}
+    assert [p["k"] for p in param_grid("t3a")] == [1, 5, 20, 50, 100, "all"]
+    assert all(set(p) == set(METHODS["cap"].defaults) for p in param_grid("cap")) and len(param_grid("cap")) > 1
+    assert check_params("cap", {"margin": 0.1})["margin"] == 0.1
+    with pytest.raises(ValueError, match="valid: k, keep_seeds"):
+        check_params("t3a", {"K": 5})
+    with pytest.raises(ValueError, match="valid: none, t3a, cap"):
+        personalise_view("tent", random_view(), None)
+    with pytest.raises(ValueError, match="online, offline"):
+        t3a(random_view(), mode="batch")
