@@ -7,29 +7,34 @@ run one at a time and a rerun only does what is missing. Nothing about a held-ou
 anything applied to it: each fold model is its last epoch (no early stopping or checkpoint
 picking on the held-out frames), and the post-processed score of fold k uses parameters tuned
 on the other folds' out-of-fold predictions only; the parameters saved for the test set are
-tuned on all of them.
+tuned on all of them. Test-time personalisation (EXPR) is scored the same way: fold k's
+parameters of each method are those best on the other folds (``cv.json`` "personalisation").
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from abaw.config import Config, is_main_process
 from abaw.data import resolve_tasks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
 from abaw.metrics import score
+from abaw.personalise import METHODS, LinearView, SourceBank, build_source, linear_view, param_grid, personalise_view
 from abaw.postprocess import PostParams, TrackOutput, apply, tune
 from abaw.report import write_report
 from abaw.rundir import SOURCES, CVDir, config_hash, source_values
 from abaw.tasks import Task, get_task
 from abaw.training.data import check_fresh, features_digest, head_features, open_streams
 from abaw.training.losses import decide
-from abaw.training.train import predict_on_every_rank, train
+from abaw.training.train import predict_frames, predict_on_every_rank, train
 
 
 def track_output(prediction: dict[str, np.ndarray], primary: str, secondary: str | None) -> TrackOutput:
@@ -129,11 +134,17 @@ def summarise(config: Config, cv: CVDir, log=None, features: str | None = None) 
     """Score every fold before and after post-processing, tune ``postprocess.json`` on all
     out-of-fold predictions, and return the summary written to ``cv.json``. Every fold must be
     finished under this configuration (and from ``features``, the digest :func:`run_folds`
-    returns, when given)."""
+    returns, when given).
+
+    For a frame-wise multiclass task (EXPR) it also scores test-time personalisation
+    (:mod:`abaw.personalise`) of the fusion head, nested like post-processing
+    (:func:`nested_personalisation`): one more prediction pass of each fold model over the
+    task's tracks, for their embeddings."""
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     task = get_task(config.train.task)
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
                                  seed=config.folds.seed)
-    cv.checkpoints(folds.k, config_hash(config, folds), features)
+    checkpoints = cv.checkpoints(folds.k, config_hash(config, folds), features)
     per_fold: dict[int, tuple[list[Track], list[TrackOutput]]] = {}
     oof = {k: cv.oof(k) for k in range(folds.k)}
     for k in range(folds.k):
@@ -142,6 +153,10 @@ def summarise(config: Config, cv: CVDir, log=None, features: str | None = None) 
                                   for t in held_out])
     summary, pooled, final = nested_postprocess(task, per_fold, config.cv.search)
     summary["primary"] = config.cv.primary
+    if task.kind == "multiclass" and task.dataset == "affwild2":  # EXPR: frame-wise classes
+        entry = score_personalisation(config, task, checkpoints, folds, tracks[task], log)
+        if entry is not None:
+            summary["personalisation"] = entry
     summary["sources"] = source_scores(task, {k: held for k, (held, _) in per_fold.items()}, oof)
     cv.save_postprocess(final)
     summary["postprocess"] = final.to_json()
@@ -177,6 +192,140 @@ def nested_postprocess(task: Task, per_fold: dict[int, tuple[list[Track], list[T
         summary[f"pooled_{stage}"] = {"value": result.value, "parts": result.parts}
     final = tune(task.name, *_flatten(list(per_fold.values())), search)
     return summary, pooled, final
+
+
+# ----------------------------------------------------------------- test-time personalisation
+
+@dataclass(frozen=True)
+class FoldViews:
+    """What personalising one fold needs: its held-out tracks, each one's linear view through
+    the fold's own model and face-present mask, and the ``cap`` source bank built from the
+    fold model's views of its own training tracks (never of the held-out ones)."""
+
+    tracks: list[Track]
+    views: list[LinearView]
+    masks: list[torch.Tensor]
+    source: SourceBank | None
+
+
+def class_indices(track: Track) -> np.ndarray:
+    """(T,) class index of each frame of a multiclass track, -1 where it has no label."""
+    return np.where(track.valid[:, 0], track.labels[:, 0], -1).astype(np.int64)
+
+
+def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training: list[Track],
+               predicted: dict[str, dict[str, np.ndarray]] | None = None) -> FoldViews:
+    """One fold's :class:`FoldViews`: ``forward_features`` rows of every track from
+    :func:`~abaw.training.train.predict_frames` (the same windows as the out-of-fold
+    probabilities), through the checkpoint's ``linear_view``; ``predicted`` may already hold
+    some tracks' arrays (with ``features``), which are not predicted again. The source bank
+    groups the training tracks by recording (``affwild2.source_name``), the nearest thing to a
+    person the annotations name; no training tracks, no source bank (``cap`` then runs without)."""
+    from abaw.data.affwild2 import source_name
+    from abaw.training.module import TaskModule
+
+    model = TaskModule.load_from_checkpoint(checkpoint, map_location="cpu").eval().model
+    predicted = dict(predicted or {})
+    missing = [t for t in held_out + training if "features" not in predicted.get(t.id, {})]
+    if missing:
+        predicted.update(predict_frames(checkpoint, config, missing, features=True))
+
+    def view(track: Track) -> LinearView:
+        return linear_view(model, torch.from_numpy(predicted[track.id]["features"]))
+
+    source = build_source([view(t).z for t in training], [torch.from_numpy(class_indices(t)) for t in training],
+                          [source_name(t.video) for t in training], model.output_dim) if training else None
+    return FoldViews(held_out, [view(t) for t in held_out],
+                     [torch.from_numpy(predicted[t.id]["present"].astype(bool)) for t in held_out], source)
+
+
+def score_personalisation(config: Config, task: Task, checkpoints: list[Path], folds, tracks: list[Track],
+                          log) -> dict | None:
+    """The ``"personalisation"`` entry of ``cv.json`` (:func:`nested_personalisation`) for a
+    frame-wise multiclass task, logged with its cost; None, logged, where it does not apply:
+    the primary source is not the fusion head it adapts, or the model has no exact linear view.
+    It is an extra of the summary, so it never stops one."""
+    name = task.name.upper()
+    if config.cv.primary != "fusion":
+        log(f"{name}: personalisation not scored: it adapts the fusion head, and the primary source is "
+            f"{config.cv.primary}")
+        return None
+    started = time.perf_counter()
+    try:
+        views = {k: fold_views(config, checkpoint, [t for t in tracks if folds.fold_of(t) == k],
+                               [t for t in tracks if folds.fold_of(t) != k])
+                 for k, checkpoint in enumerate(checkpoints)}
+    except (NotImplementedError, ValueError) as error:  # a model without an exact linear view
+        log(f"{name}: personalisation not scored: {error}")
+        return None
+    entry = nested_personalisation(personalisation_scores(task, views))
+    log(f"{name} personalisation (offline, parameters chosen on the other folds): without "
+        f"{entry['without']['mean']:.4f}; " + "; ".join(f"{m} {r['mean']:.4f} ({r['gain']:+.4f})"
+                                                      for m, r in entry["methods"].items())
+        + f"; {time.perf_counter() - started:.1f} s")
+    return entry
+
+
+def personalisation_scores(task: Task, folds: dict[int, FoldViews], methods=METHODS,
+                           mode: str = "offline") -> dict[str, list[tuple[dict, dict[int, float]]]]:
+    """``{method: [(params, {fold: score}), ...]}`` for every parameter set of
+    :func:`~abaw.personalise.param_grid`: each held-out track personalised on its own (as
+    ``abaw predict`` would a test track; offline, as in the challenge), its argmax scored with
+    the task metric pooled over the fold's frames. ``none`` is the model's own argmax."""
+    table: dict[str, list[tuple[dict, dict[int, float]]]] = {}
+    for method in methods:
+        table[method] = []
+        for params in param_grid(method):
+            fold_scores = {}
+            for k, fold in folds.items():
+                decisions = [personalise_view(method, view, params, mode, fold.source, mask).argmax(dim=-1)
+                             .numpy()[:, None] for view, mask in zip(fold.views, fold.masks)]
+                fold_scores[k] = _score(task, [t.labels for t in fold.tracks], decisions,
+                                        [t.valid for t in fold.tracks])
+            table[method].append((params, fold_scores))
+    return table
+
+
+def _best(candidates: list[tuple[dict, dict[int, float]]], folds) -> tuple[dict, dict[int, float]]:
+    """The candidate of highest mean score over ``folds`` (the first of equals: grid order)."""
+    return max(candidates, key=lambda c: np.mean([c[1][j] for j in folds]))
+
+
+def nested_personalisation(table: dict[str, list[tuple[dict, dict[int, float]]]], mode: str = "offline") -> dict:
+    """The ``"personalisation"`` entry of ``cv.json`` from :func:`personalisation_scores`.
+
+    Fold k's score of a method uses the parameters that score best on the other folds only,
+    exactly as ``postprocess`` is tuned: a parameter set that happens to suit fold k's people
+    cannot be picked for fold k by fold k. ``without`` is the model's own argmax; per method
+    ``params`` are chosen on every fold (for the test set), ``gain`` is the nested mean minus
+    the mean without; ``chosen`` names the method of largest positive gain, or None, which is
+    what ``abaw predict`` should apply.
+    """
+    without = table["none"][0][1]
+    folds = sorted(without)
+    entry: dict = {"mode": mode, "without": _mean_std(without), "methods": {}, "chosen": None}
+    best_gain = 0.0
+    for method, candidates in table.items():
+        if method == "none":
+            continue
+        per_fold = {}
+        for k in folds:
+            others = [j for j in folds if j != k] or folds  # one fold: nothing else to choose on
+            params, scores = _best(candidates, others)
+            per_fold[k] = {"score": scores[k], "params": params}
+        result = _mean_std({k: f["score"] for k, f in per_fold.items()})
+        result["folds"] = per_fold
+        result["params"] = _best(candidates, folds)[0]
+        result["gain"] = result["mean"] - entry["without"]["mean"]
+        entry["methods"][method] = result
+        if result["gain"] > best_gain:
+            entry["chosen"], best_gain = method, result["gain"]
+    return entry
+
+
+def _mean_std(folds: dict[int, float]) -> dict:
+    values = np.array(list(folds.values()))
+    return {"folds": dict(folds), "mean": float(values.mean()), "std": float(values.std())}
 
 
 def _flatten(groups) -> tuple[list[TrackOutput], list[np.ndarray], list[np.ndarray]]:

@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from abaw.cv import track_output
+from abaw.cv import fold_views, track_output
 from abaw.data import load_tracks
 from abaw.data.records import DataError
 from abaw.folds import ensure_folds
+from abaw.personalise import METHODS, personalise_view
 from abaw.postprocess import apply
 from abaw.rundir import CVDir, config_hash
 from abaw.score import normalise_split
@@ -60,9 +62,48 @@ def warn_in_sample(split: str, log) -> None:
             "report.md).")
 
 
+def chosen_personalisation(summary: dict | None, log) -> tuple[str | None, dict]:
+    """The personalisation method ``abaw cv`` found a gain with (``cv.json``: its nested mean
+    over the folds above the model's own) and its parameters chosen on every fold, or
+    ``(None, {})``; either way the log says which, so a submission's provenance is on record."""
+    entry = (summary or {}).get("personalisation")
+    if not entry:
+        return None, {}
+    method = entry.get("chosen")
+    if method is None:
+        log(f"personalisation: none applied (no method beat {entry['without']['mean']:.4f} out of fold)")
+        return None, {}
+    result = entry["methods"][method]
+    log(f"personalisation: {method} ({entry['mode']}), out of fold {result['mean']:.4f} vs "
+        f"{entry['without']['mean']:.4f} without, parameters {result['params']}")
+    return method, dict(result["params"])
+
+
+def folds_tracks(config, task: Task):
+    """The labelled tracks the fold models were trained on (for ``cap``'s source bank)."""
+    _, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
+                             seed=config.folds.seed)
+    return tracks[task]
+
+
+def personalise_fold(predictions: dict[str, dict[str, np.ndarray]], views, method: str, params: dict) -> None:
+    """Replace one fold model's ``probabilities`` of each track by the softmax of its
+    personalised logits (offline, per track, face-present frames only in the caches), as CV
+    scored it; the other arrays (the fallback MLP's included) stay the model's own."""
+    for track, view, mask in zip(views.tracks, views.views, views.masks):
+        logits = personalise_view(method, view, params, "offline", views.source, mask)
+        predictions[track.id]["probabilities"] = torch.softmax(logits.double(), dim=-1).float().numpy()
+        del predictions[track.id]["features"]  # the embedding is not a prediction: not saved
+
+
 def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
     """Average the fold models over ``split``'s tracks, apply ``postprocess.json`` and save
-    ``predictions-<split>.npz`` (per track: averaged arrays and the decided ``values``)."""
+    ``predictions-<split>.npz`` (per track: averaged arrays and the decided ``values``).
+
+    When ``cv.json`` names a personalisation method that gained out of fold, each fold model's
+    probabilities are personalised per track before the average (:func:`personalise_fold`).
+    The post-processing was tuned on the models' own probabilities; CV scored
+    personalisation on the argmax, before post-processing."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     cv = CVDir(run_dir)
     config = cv.config()
@@ -80,8 +121,15 @@ def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
         raise ValueError(f"cv.ensemble={config.cv.ensemble!r}: choose one of {', '.join(ENSEMBLES)}")
     totals: dict[str, dict[str, np.ndarray]] = {}
     log(f"{task.name.upper()} {split}: {len(checkpoints)} fold models over {len(tracks)} tracks")
-    for checkpoint in checkpoints:
-        for track_id, arrays in predict_frames(checkpoint, config, tracks).items():
+    method, method_params = chosen_personalisation(cv.summary(), log)
+    for k, checkpoint in enumerate(checkpoints):
+        fold_predictions = predict_frames(checkpoint, config, tracks, features=method is not None)
+        if method is not None:
+            training = ([t for t in folds_tracks(config, task) if folds.fold_of(t) != k]
+                        if METHODS[method].uses_source else [])
+            personalise_fold(fold_predictions, fold_views(config, checkpoint, tracks, training, fold_predictions),
+                             method, method_params)
+        for track_id, arrays in fold_predictions.items():
             entry = totals.setdefault(track_id, {k: v for k, v in arrays.items() if k not in AVERAGED})
             for name in AVERAGED:
                 if name in arrays:

@@ -78,6 +78,30 @@ def va_timeline(track_id: str, labels: np.ndarray, decisions: np.ndarray, valid:
     return _save(figure, path)
 
 
+def personalisation_lines(entry: dict | None) -> list[str]:
+    """The report's test-time personalisation table: per fold the trained head's argmax without
+    and with each method, whose parameters for fold k were chosen on the other folds only."""
+    if not entry:
+        return []
+    methods = list(entry["methods"])
+    lines = [f"## Test-time personalisation ({entry['mode']})", "",
+             "| fold | without | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
+    for k in sorted(entry["without"]["folds"], key=int):
+        cells = [f"{entry['methods'][m]['folds'][k]['score']:.4f}" for m in methods]
+        lines.append(f"| {k} | {entry['without']['folds'][k]:.4f} | " + " | ".join(cells) + " |")
+    cells = [f"{entry['methods'][m]['mean']:.4f} ± {entry['methods'][m]['std']:.4f}" for m in methods]
+    lines.append(f"| mean ± std | {entry['without']['mean']:.4f} ± {entry['without']['std']:.4f} | "
+                 + " | ".join(cells) + " |")
+    lines += ["", "Argmax of the trained head, no post-processing; each method's parameters for fold k "
+              "were chosen on the other folds only.", ""]
+    lines += [f"- {m}: gain {entry['methods'][m]['gain']:+.4f}, parameters on all folds "
+              f"`{entry['methods'][m]['params']}`" for m in methods]
+    chosen = entry.get("chosen")
+    lines += ["", f"Chosen for the test set: {chosen}" if chosen else
+              "Chosen for the test set: none (no method gained out of fold)", ""]
+    return lines
+
+
 def write_report(task: Task, run_dir: Path, summary: dict, pooled: dict, per_fold: dict) -> Path:
     """Write the plots and ``report.md`` into ``run_dir``; return the report's path."""
     images = [fold_bars(summary, run_dir / "fold_scores.png"), part_bars(task, summary, run_dir / "parts.png")]
@@ -106,6 +130,7 @@ def write_report(task: Task, run_dir: Path, summary: dict, pooled: dict, per_fol
     for name, value in summary["pooled_post"]["parts"].items():
         lines.append(f"| {name} | {summary['pooled_raw']['parts'][name]:.4f} | {value:.4f} |")
     lines += ["", f"Parameters for the test set (tuned on all folds): `{summary['postprocess']}`", ""]
+    lines += personalisation_lines(summary.get("personalisation"))
     lines += [f"![{Path(image).stem}]({image})" for image in images]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")

@@ -195,6 +195,11 @@ class CVDir:
     def save_summary(self, summary: dict) -> None:
         _write_json(self.path / "cv.json", summary)
 
+    def summary(self) -> dict | None:
+        """``cv.json`` as :meth:`save_summary` wrote it (fold keys as strings), or None."""
+        path = self.path / "cv.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def predictions_path(self, split: str) -> Path:
         return self.path / f"predictions-{split}.npz"
 

@@ -336,7 +336,7 @@ def wait_for_main() -> None:
 
 
 def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], offset: int = 0,
-                   batch_size: int = 32) -> dict[str, dict[str, np.ndarray]]:
+                   batch_size: int = 32, features: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """Per-track (T, output) predictions of a checkpoint: ``probabilities`` of the fusion model,
     ``fallback`` of the MLP (if trained), ``emotion_logits`` when a stream cached them, and
     ``present`` (T,) whether the first visual stream (the face) had input.
@@ -346,6 +346,11 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], 
     temporal model predicts every row as from the whole track and the result does not depend
     on where the windows start (``offset`` shifts them). Windows run in batches of
     ``batch_size`` on the device ``train.trainer.accelerator`` names.
+
+    With ``features`` each frame track also gets ``features`` (T, F): the fusion model's
+    ``forward_features`` rows, from the same central window rows as its probabilities, so that
+    test-time personalisation (:mod:`abaw.personalise`, through the model's ``linear_view``)
+    sees exactly the embedding behind each probability row. Opt-in: nothing else stores them.
     """
     from abaw.extraction import pick_device
     from abaw.training.losses import to_probabilities
@@ -376,10 +381,16 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], 
                 batch = {"rows": batch["rows"].to(device),
                          "streams": {k: v.to(device) for k, v in batch["streams"].items()},
                          "present": {k: v.to(device) for k, v in batch["present"].items()}}
-                for name, values in zip(("probabilities", "fallback"), module(batch)):
+                named = list(zip(("probabilities", "fallback"), module(batch)))
+                if features:  # the same preprocessing as TaskModule.forward, stopped before the head
+                    named.append(("features", module.model.forward_features(
+                        {k: v.float() for k, v in batch["streams"].items()}, batch["present"], batch["rows"] >= 0)))
+                for name, values in named:
                     if values is None:
                         continue
-                    values = to_probabilities(module.task, values).float().cpu().numpy()
+                    if name != "features":
+                        values = to_probabilities(module.task, values)
+                    values = values.float().cpu().numpy()
                     target = outputs.setdefault(name, np.zeros((rows, values.shape[-1]), np.float32))
                     for j, (start, keep_from, keep_to) in enumerate(windows[first:first + batch_size]):
                         target[keep_from:keep_to] = values[j, keep_from - start:keep_to - start]
