@@ -18,6 +18,7 @@ identities (:mod:`features.tracking`), then choose and write.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from features.faces import DetectorSpec, VideoDetections, create_detector, detect_video
-from features.media import MediaError
+from features.media import MediaError, frame_index
 from features.specs import ExtractorSpec
 from features.store import FeatureStore
 from features.tracking import (Identity, Override, OverrideError, TrackerSpec, check_known, choose, identities,
@@ -66,13 +67,13 @@ class FaceFinder:
         """The detector settings of a video: the configured ones with its override's."""
         if entry is None or not entry.detection:
             return self.spec
-        return DetectorSpec(**{**{k: getattr(self.spec, k) for k in self.spec.__dataclass_fields__}, **entry.detection})
+        return dataclasses.replace(self.spec, **entry.detection)
 
     def detections(self, video: Path, key: str, entry: Override | None) -> VideoDetections:
         """All detections of ``video`` (named ``key`` in the cache), detected now or read back.
         A score threshold override filters the detections, it does not detect again."""
         spec = self.detection_spec(entry)
-        raw = DetectorSpec(**{**{k: getattr(spec, k) for k in spec.__dataclass_fields__}, "min_score": 0.0})
+        raw = dataclasses.replace(spec, min_score=0.0)
         path = self.cache / f"{key.replace('/', '__')}-{raw.fingerprint()}.npz"
         if path.exists():
             found = VideoDetections.load(path)
@@ -162,17 +163,9 @@ def run_faces(paths: list[str], out: str | Path, detector: DetectorSpec | None =
 
 def _write_video_csv(finder: FaceFinder, video: Path, entry: Override | None, csv: Path) -> str:
     found, people = finder.identities(video, video.stem, entry)
+    times = found.times if found is not None else frame_index(video).stamps[:, 0]
     if entry is not None and entry.box is not None:
-        from features.media import frame_index
-
-        stamps = frame_index(video).stamps
-        people, times = [Identity.fixed(len(stamps), list(entry.box))], stamps[:, 0]
-    elif found is None:
-        from features.media import frame_index
-
-        times = frame_index(video).stamps[:, 0]
-    else:
-        times = found.times
+        people = [Identity.fixed(len(times), list(entry.box))]
     ranks = list(range(len(people)))
     if entry is not None and entry.identity is not None:
         choose(people, len(times), 0, None, entry.identity, entry.where)  # validates the rank
@@ -266,8 +259,6 @@ def fill_face_store(store: FeatureStore, finder: FaceFinder, tracks: list[FaceTr
 
 def _write_track(store: FeatureStore, track: FaceTrack, entry: Override | None, detections: VideoDetections | None,
                  people: list[Identity], video: Path) -> None:
-    from features.media import frame_index
-
     frames = detections.frames if detections is not None else len(frame_index(video).pts)
     width = detections.width if detections is not None else 0
     if entry is not None and entry.box is not None:
