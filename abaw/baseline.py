@@ -1,5 +1,6 @@
-"""The trivial baselines every model must beat: majority class (EXPR, VD), the training mean
-(VA), all-zero (AU), predicted as a constant for every frame."""
+"""The trivial baselines every model must beat: majority class (EXPR, VD, A/H), the training
+mean (VA, EMI), all-zero (AU), predicted as a constant for every frame (every video). A
+constant scores Pearson r 0 by definition, so EMI's baseline is 0."""
 
 from __future__ import annotations
 

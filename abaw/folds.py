@@ -3,7 +3,8 @@
 A fold is a set of sources: every video cut from one Aff-Wild2 recording (named like
 ``122-60-1920x1080-1`` ... ``-4`` or ``video45_3``, see ``affwild2.source_name``), both sides of a
 two-person video, and every task's tracks of those videos land in the same fold, so no person
-or scene is in training and held-out data at once. Sources are assigned greedily, largest
+or scene is in training and held-out data at once. A BAH participant's videos are one source
+(``bah.group_by_participant``); every DVD and EMI video is its own. Sources are assigned greedily, largest
 first, each to the fold whose label counts it brings closest to an even share of every task's
 label counts, which balances the label distribution and the frame count together.
 """
@@ -19,19 +20,21 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw.data import affwild2
+from abaw.data import affwild2, bah
 from abaw.data.records import DataError, Track
 from abaw.tasks import Task
 
-VA_BINS = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+# Real-valued labels are balanced on the quarters of their range ([-1, 1] for VA, [0, 1] for EMI).
+VALUE_BINS = 4
 
 
 def label_counts(task: Task, track: Track) -> tuple[np.ndarray, np.ndarray]:
     """Label counts of one track and what they are proportions of.
 
     Returns ``(counts, totals)`` of equal length: EXPR frames per class / valid frames;
-    VA frames per quarter of [-1, 1], valence then arousal / valid frames of that dimension;
-    AU positive frames per AU / valid rows; VD frames per class / frames.
+    VA frames per quarter of [-1, 1], valence then arousal / valid frames of that dimension
+    (EMI: videos per quarter of [0, 1], per intensity); AU positive frames per AU / valid rows;
+    VD frames per class / frames (A/H: the video's class).
     """
     labels, valid = track.labels, track.valid
     if task.kind in ("multiclass", "binary"):
@@ -39,18 +42,22 @@ def label_counts(task: Task, track: Track) -> tuple[np.ndarray, np.ndarray]:
         counts = np.bincount(labels[valid[:, 0], 0].astype(np.int64), minlength=num_classes).astype(float)
         return counts, np.full(num_classes, counts.sum())
     if task.kind == "regression":
-        parts = [np.histogram(labels[valid[:, c], c], bins=VA_BINS)[0] for c in range(labels.shape[1])]
+        bins = np.linspace(*task.value_range, VALUE_BINS + 1)
+        parts = [np.histogram(labels[valid[:, c], c], bins=bins)[0] for c in range(labels.shape[1])]
         counts = np.concatenate(parts).astype(float)
-        return counts, np.repeat([p.sum() for p in parts], len(VA_BINS) - 1).astype(float)
+        return counts, np.repeat([p.sum() for p in parts], VALUE_BINS).astype(float)
     counts = np.where(valid, labels, 0).sum(axis=0).astype(float)
     return counts, valid.sum(axis=0).astype(float)
 
 
 def video_sources(dataset: str, videos: Iterable[str]) -> dict[str, list[str]]:
     """``{source: sorted videos}``: Aff-Wild2 videos grouped by the recording their names show
-    they were cut from; DVD ids carry no such sign, so each is its own source."""
+    they were cut from, BAH videos (``<pid>/<stem>``) by participant; DVD and EMI ids carry no
+    such sign, so each is its own source."""
     if dataset == "affwild2":
         return affwild2.group_by_source(videos)
+    if dataset == "bah":
+        return bah.group_by_participant(videos)
     return {video: [video] for video in sorted(set(videos))}
 
 
@@ -188,14 +195,14 @@ def ensure_folds(
             is False (silently changing a team's folds would invalidate its CV runs).
     """
     from abaw.data import dataset_key, load_tracks
-    from abaw.tasks import AFFWILD2_TASKS, VD
+    from abaw.tasks import AFFWILD2_TASKS, VD, dataset_tasks
 
     if dataset == "affwild2":
         layout = affwild2.find_layout(root)
         tasks = [t for t in AFFWILD2_TASKS if layout.task_dir(t) is not None]
         tracks = {t: affwild2.load_tracks(layout, t, splits=("train", "validation")) for t in tasks}
-    else:
-        tracks = {VD: load_tracks(root, VD, splits=("train", "validation"))}
+    else:  # one task per dataset: VD, EMI or A/H
+        tracks = {t: load_tracks(root, t, splits=("train", "validation")) for t in dataset_tasks(dataset)}
     videos = {t.video for group in tracks.values() for t in group}
     key = dataset_key(root, dataset)
     saved = None if rebuild else load_folds(path, dataset, key)

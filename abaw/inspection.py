@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw.data import affwild2, dvd
-from abaw.data.records import DataError, Problem, Track
-from abaw.tasks import AFFWILD2_TASKS, VD, Task
+from abaw.data import VIDEO_READERS, affwild2, dvd
+from abaw.data.records import DataError, Problem, Track, VideoTrack
+from abaw.data.videolevel import has_root
+from abaw.tasks import AFFWILD2_TASKS, TASKS, VD, Task
 from features.media import MediaError, probe
 
 
@@ -49,6 +50,12 @@ def summarise(task: Task, tracks: list[Track], rates: list[float]) -> dict:
     crops = [t.crop_present if t.crop_present is not None else np.zeros(t.num_frames, bool) for t in tracks]
     summary["missing_crops"] = int(sum((~c).sum() for c in crops)) if task.dataset == "affwild2" else None
     summary["fps"] = [min(rates), max(rates)] if rates else None
+    videos = [t for t in tracks if isinstance(t, VideoTrack)]
+    if videos:  # what a video-level head may read besides the frames: who, when, what was said
+        if task.dataset == "bah":  # EMI has neither participants, nor segments, nor transcripts
+            summary["participants"] = len({t.participant for t in videos})
+            summary["segments"] = sum(t.segments is not None and len(t.segments) > 0 for t in videos)
+            summary["transcripts"] = sum(t.transcript is not None for t in videos)
     labelled = [t for t in tracks if t.labels is not None]
     if not labelled:
         return summary
@@ -73,7 +80,8 @@ def _label_text(task: Task, summary: dict) -> str:
         names = task.labels if task.kind == "multiclass" else ("0", "1")
         return " ".join(f"{n}={c}" for n, c in zip(names, summary["class_counts"]))
     if "means" in summary:
-        return " ".join(f"mean_{n}={m:+.3f}" for n, m in zip(task.labels, summary["means"]) if m is not None)
+        return " ".join(f"mean_{n.replace(' ', '_')}={m:+.3f}" for n, m in zip(task.labels, summary["means"])
+                        if m is not None)
     if "positive_rates" in summary:
         return " ".join(f"{n}={r:.2f}" for n, r in zip(task.labels, summary["positive_rates"]) if r is not None)
     return ""
@@ -84,8 +92,10 @@ def inspect_root(root: str | Path, log=None, probe_videos: bool = True,
     """Read every dataset found under ``root`` (only ``tasks``, when given) and return
     ``(stats, problems)``.
 
-    ``stats`` is ``{"affwild2": {task: {split: summary} | None}, "dvd": {"vd": ... | None}}``:
-    a task whose dataset or annotations are absent maps to None (reported, not an error). See
+    ``stats`` is ``{"affwild2": {task: {split: summary} | None}, "dvd": {"vd": ... | None},
+    "emi": {"emi": ...}, "bah": {"ah": ...}}``: a task whose dataset or annotations are absent
+    maps to None (reported, not an error). An EMI or BAH root also gets the warnings of its
+    reader's ``layout_problems``: what differs from the layout expected (ABAW_FORMATS.md §6). See
     :func:`summarise` for a summary. ``log`` receives progress lines. With ``probe_videos``
     every raw video's header is read for its frame rate (and must open).
     """
@@ -93,7 +103,7 @@ def inspect_root(root: str | Path, log=None, probe_videos: bool = True,
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "dataset root not found")
-    wanted = list(tasks) if tasks else [*AFFWILD2_TASKS, VD]
+    wanted = list(tasks) if tasks else list(TASKS.values())
     problems: list[Problem] = []
     stats: dict = {}
     rates: dict[Path, float | None] | None = {} if probe_videos else None
@@ -125,10 +135,19 @@ def inspect_root(root: str | Path, log=None, probe_videos: bool = True,
         if dvd.is_dvd_root(root):
             log("reading DVD annotations and templates ...")
             stats["dvd"][VD.name] = _by_split(VD, dvd.load_tracks(root, problems=problems), rates, problems)
+    for task in (t for t in wanted if t.level == "video"):
+        stats[task.dataset] = {task.name: None}
+        reader = VIDEO_READERS[task.dataset]
+        if has_root(root, reader.find_root):
+            log(f"reading the {task.name.upper()} split files and videos ...")
+            problems.extend(reader.layout_problems(root))
+            stats[task.dataset][task.name] = _by_split(task, reader.load_tracks(root, problems=problems), rates,
+                                                       problems)
     if all(summary is None for by_task in stats.values() for summary in by_task.values()):
         raise DataError(root, f"none of the tasks {', '.join(t.name for t in wanted)} is here: neither an Aff-Wild2 "
                               "root (annotations/, cropped_aligned/) with their annotations or templates nor a DVD "
-                              "root (Training/, Validation/, Test/) was found here or one level down")
+                              "root (Training/, Validation/, Test/) nor an EMI root (train_split.csv, "
+                              "valid_split.csv) nor a BAH root (split/*.txt) was found here or one level down")
     return stats, problems
 
 
@@ -162,7 +181,9 @@ def uncropped_warnings(layout: affwild2.AffWild2Layout, tracks: set[str]) -> lis
 
 
 ABSENT = {"affwild2": "no annotation folder ({dirs}) and no test template",
-          "dvd": "no DVD root (Training/, Validation/, Test/) here or one level down"}
+          "dvd": "no DVD root (Training/, Validation/, Test/) here or one level down",
+          "emi": "no EMI root (train_split.csv, valid_split.csv, raw/) here or one level down",
+          "bah": "no BAH root (split/train.txt, split/val.txt, Videos/) here or one level down"}
 
 
 def _by_split(task: Task, tracks: list[Track], rates: dict | None, problems: list[Problem]) -> dict:
@@ -191,9 +212,12 @@ def format_report(stats: dict, problems: list[Problem]) -> str:
                 valid = "/".join(map(str, valid)) if isinstance(valid, list) else str(valid)
                 fps = f"{s['fps'][0]:.2f}-{s['fps'][1]:.2f}" if s["fps"] else "-"
                 crops = "-" if s["missing_crops"] is None else str(s["missing_crops"])
-                faces = " ".join(f"{k}={v}" for k, v in s["face_sources"].items()) if dataset == "affwild2" else ""
+                faces = " ".join(f"{k}={v}" for k, v in s["face_sources"].items()) if dataset != "dvd" else ""
+                extra = " ".join(f"{k}={s[k]}" for k in ("participants", "segments", "transcripts")
+                                 if s.get(k) is not None)
+                shown = " / ".join(x for x in (faces, _label_text(task, s), extra) if x)
                 lines.append(f"{name.upper():<5} {split:<11} {s['tracks']:>6} {s['lines']:>9} {valid:>15} "
-                             f"{crops:>8} {fps:>11}  {' / '.join(x for x in (faces, _label_text(task, s)) if x)}")
+                             f"{crops:>8} {fps:>11}  {shown}")
     errors = [p for p in problems if p.severity == "error"]
     lines.append(f"{len(errors)} error(s), {len(problems) - len(errors)} warning(s)")
     lines.extend(str(p) for p in problems)

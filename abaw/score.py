@@ -11,6 +11,7 @@ from abaw.data.records import DataError, Track
 from abaw.metrics import Score, score
 from abaw.tasks import Task
 from submissions.formats import check_rows, read_submission
+from submissions.videolevel import check_videos, read_video_submission, video_key
 
 SPLIT_NAMES = {
     "train": "train", "train_set": "train", "training_set": "train", "training": "train",
@@ -43,8 +44,24 @@ def score_submission(task: Task, predictions: str | Path, root: str | Path, spli
     if not tracks:
         raise DataError(Path(root), f"no {split} tracks for {task.name.upper()}")
     predictions = Path(predictions)
+    if task.level == "video":
+        return score_videos(task, predictions, tracks)
     rows = read_submission(predictions, task)
     check_rows({t.id: t.frames for t in tracks}, rows, predictions)
     y_pred = np.concatenate([rows[t.id].values[np.argsort(rows[t.id].frames)] for t in tracks])
+    y_true, valid = pooled_labels(tracks)
+    return score(task, y_true, y_pred, valid)
+
+
+def score_videos(task: Task, predictions: Path, tracks: list[Track]) -> Score:
+    """Official score of an EMI or A/H submission file over the videos of ``tracks`` (their
+    one label row each): EMI mean Pearson r of the six intensities, A/H macro-F1.
+
+    Raises:
+        DataError: see :func:`score_submission`; the videos are matched by the split file's names.
+    """
+    rows = read_video_submission(predictions, task)
+    check_videos(task, [t.listed_as for t in tracks], rows, predictions)
+    y_pred = np.stack([rows[video_key(task, t.listed_as)].values for t in tracks])
     y_true, valid = pooled_labels(tracks)
     return score(task, y_true, y_pred, valid)

@@ -1,16 +1,22 @@
-"""Dataset readers: Aff-Wild2 and DVD as distributed, and the sample dataset generator."""
+"""Dataset readers: Aff-Wild2, DVD, EMI (Hume-Vidmimic2) and BAH as distributed, and the sample
+dataset generator."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from abaw.data import affwild2, dvd
-from abaw.data.records import DataError, Problem, Track
-from abaw.tasks import AFFWILD2_TASKS, VD, Task, get_task
+from abaw.data import affwild2, bah, dvd, emi
+from abaw.data.records import DataError, Problem, Track, VideoTrack
+from abaw.data.videolevel import has_root
+from abaw.tasks import AFFWILD2_TASKS, AH, EMI, VD, Task, get_task
 
-__all__ = ["DataError", "Problem", "Track", "dataset_folder", "dataset_key", "load_tracks", "present_tasks",
-           "resolve_tasks"]
+__all__ = ["DataError", "Problem", "Track", "VideoTrack", "dataset_folder", "dataset_key", "frame_level",
+           "load_tracks", "present_tasks", "resolve_tasks"]
+
+# The readers of the video-level datasets, by dataset name: each has find_root, load_tracks and
+# layout_problems with the same signatures.
+VIDEO_READERS = {"emi": emi, "bah": bah}
 
 
 def load_tracks(
@@ -21,10 +27,13 @@ def load_tracks(
 ) -> list[Track]:
     """Read the tracks of ``task`` (a :class:`abaw.tasks.Task`) from a dataset root.
 
-    ``root`` may be the Aff-Wild2 or DVD folder itself or a folder holding both (as the sample
-    dataset does). A task the root holds nothing of gives no tracks. See
-    :func:`abaw.data.affwild2.load_tracks` for ``problems``.
+    ``root`` may be the Aff-Wild2, DVD, EMI or BAH folder itself or a folder holding them (as
+    the sample dataset does). A task the root holds nothing of gives no tracks. See
+    :func:`abaw.data.affwild2.load_tracks` for ``problems``. EMI and A/H give
+    :class:`VideoTrack` records, one label row per video.
     """
+    if task.dataset in VIDEO_READERS:
+        return VIDEO_READERS[task.dataset].load_tracks(root, splits, problems)
     if task.dataset == "dvd":
         return dvd.load_tracks(root, splits, problems)
     layout = affwild2.find_layout(root)
@@ -53,12 +62,39 @@ def present_tasks(root: str | Path) -> list[Task]:
         present += [t for t in AFFWILD2_TASKS if _labelled(layout.task_dir(t), affwild2.SPLIT_FOLDERS, "*.txt")]
     if dvd.is_dvd_root(root) and _labelled(dvd.find_root(root), dvd.SPLIT_FOLDERS, "*.csv"):
         present.append(VD)
+    present += [task for task in (EMI, AH) if _labelled_videos(root, task.dataset)]
     if not present:
         raise DataError(root, "no task with train or validation annotations: neither an Aff-Wild2 root "
                               "(annotations/<task>/Train_Set or Validation_Set) nor a DVD root "
-                              "(Training/ or Validation/ with annotation CSVs), here or one level down; "
-                              "test templates alone train nothing")
+                              "(Training/ or Validation/ with annotation CSVs) nor an EMI root (train_split.csv, "
+                              "valid_split.csv) nor a BAH root (split/train.txt, split/val.txt), here or one "
+                              "level down; test templates alone train nothing")
     return present
+
+
+def _labelled_videos(root: Path, dataset: str) -> bool:
+    """True if the EMI or BAH root under ``root`` has a train or validation split file with a
+    video line (EMI's first line is its header). Lines are only counted, as :func:`_labelled`
+    looks at names only: the reader checks them (an unreadable file counts, so it is reported)."""
+    reader = VIDEO_READERS[dataset]
+    if not has_root(root, reader.find_root):
+        return False
+    needed = 2 if dataset == "emi" else 1
+
+    def lines(path: Path) -> int:
+        try:
+            return len(path.read_bytes().strip().splitlines())
+        except OSError:
+            return needed
+
+    files = reader.split_files(reader.find_root(root))
+    return any(split in ("train", "validation") and lines(path) >= needed for path, split in files.items())
+
+
+def frame_level(tasks: list[Task]) -> list[Task]:
+    """The frame-wise tasks of ``tasks``: what the frame-wise extraction, training and
+    cross-validation handle (EMI and A/H label videos and have their own path)."""
+    return [task for task in tasks if task.level == "frame"]
 
 
 def _labelled(folder: Path | None, split_folders: dict[str, str], pattern: str) -> bool:
@@ -91,7 +127,9 @@ def resolve_tasks(root: str | Path, requested: list[str] | tuple[str, ...] | Non
 
 
 def dataset_folder(root: str | Path, dataset: str) -> Path:
-    """The Aff-Wild2 or DVD folder of ``root`` (``root`` itself or the one below it)."""
+    """The Aff-Wild2, DVD, EMI or BAH folder of ``root`` (``root`` itself or the one below it)."""
+    if dataset in VIDEO_READERS:
+        return VIDEO_READERS[dataset].find_root(root)
     return affwild2.find_layout(root).root if dataset == "affwild2" else dvd.find_root(root)
 
 

@@ -115,23 +115,30 @@ def find_layout(root: str | Path) -> AffWild2Layout:
 
 
 def _index_videos(folder: Path, layout: AffWild2Layout) -> None:
+    index_videos(folder, layout.videos, layout.problems)
+
+
+def index_videos(folder: Path, videos: dict[str, Path], problems: list[Problem]) -> None:
+    """Add every video file under ``folder`` (any depth) to ``videos`` by its stem; a second
+    file of the same stem is a warning (the first is kept), an unreadable folder or a folder
+    named like a video an error, both appended to ``problems``. Shared by every reader of raw
+    videos (Aff-Wild2's ``batch*/``, EMI's ``raw/``, BAH's ``Videos/``)."""
     found: list[Path] = []
 
     def unreadable(error: OSError) -> None:
         # os.walk (like rglob) skips a folder it cannot list; say so rather than lose its videos.
-        layout.problems.append(os_error(Path(error.filename), error, "folder").problem)
+        problems.append(os_error(Path(error.filename), error, "folder").problem)
 
     for parent, folders, files in os.walk(folder, onerror=unreadable):
         found += [Path(parent, name) for name in files if Path(name).suffix.lower() in VIDEO_EXTENSIONS]
-        layout.problems += [Problem(Path(parent, name), "a folder where a video file should be")
-                            for name in folders if Path(name).suffix.lower() in VIDEO_EXTENSIONS]
+        problems.extend(Problem(Path(parent, name), "a folder where a video file should be")
+                        for name in folders if Path(name).suffix.lower() in VIDEO_EXTENSIONS)
     for path in sorted(found):
-        if path.stem in layout.videos:
-            layout.problems.append(
-                Problem(path, f"duplicate of video {layout.videos[path.stem]}; using the first", severity="warning")
-            )
+        if path.stem in videos:
+            problems.append(Problem(path, f"duplicate of video {videos[path.stem]}; using the first",
+                                    severity="warning"))
             continue
-        layout.videos[path.stem] = path
+        videos[path.stem] = path
 
 
 def _index_templates(folder: Path, layout: AffWild2Layout) -> None:

@@ -72,3 +72,31 @@ class Track:
     def num_frames(self) -> int:
         """T, the number of annotated (or template) rows."""
         return int(len(self.frames))
+
+
+@dataclass
+class VideoTrack(Track):
+    """One video of a video-level task (EMI, A/H): one label row for the whole video.
+
+    A :class:`Track` whose "rows" are its single label row: ``frames`` is ``[1]``, ``labels``
+    and ``valid`` are (1, C). Folds, trivial baselines and metrics pool label rows over tracks,
+    so they work on videos unchanged: N videos give the (N, C) arrays the video-level metrics
+    are defined over. How many frames the video has is the media's business (the feature store
+    records it), not the label's.
+
+    Attributes (beyond :class:`Track`'s):
+        listed_as: how the split file names the video (EMI's ``Filename``, BAH's relative
+            video path): a submission names it the same way.
+        participant: the person (BAH: the ``Videos/<pid>/`` folder); None for EMI, where every
+            video is its own group.
+        segments: (S, 2) float start and end seconds of the annotated A/H segments (BAH's
+            ``time_detailed_ah``), or None when none are given.
+        transcript: the Whisper transcript file of the video, or None.
+        transcript_text: the transcript text the split file carries (BAH), or "".
+    """
+
+    listed_as: str = ""
+    participant: str | None = None
+    segments: np.ndarray | None = None
+    transcript: Path | None = None
+    transcript_text: str = ""

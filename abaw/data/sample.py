@@ -1,4 +1,4 @@
-"""A procedural sample dataset in the real Aff-Wild2 and DVD layouts, quirks included.
+"""A procedural sample dataset in the real Aff-Wild2, DVD, EMI and BAH layouts, quirks included.
 
 `generate` writes drawn faces whose expression parameters (eye and mouth opening, brow height
 and slant, mouth curve, lip raise and press, cheek raise, head motion) evolve smoothly through
@@ -8,7 +8,8 @@ stick figures whose violent segments move fast and erratically. The files carry 
 real data (ABAW_FORMATS.md): several and variable frame rates, frame counts that differ from the
 annotation length, missing crops, invalid codes, a `_left`/`_right` pair, a recording cut into
 two videos of the same person, silent and soundless videos, lying names. The returned manifest
-records the truth a reader must recover.
+records the truth a reader must recover. The video-level EMI and A/H parts are
+`abaw.data.sample_videos`.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def generate(out: Path, seed: int = 0, tracks: int = DEFAULT_TRACKS, seconds: fl
     `tracks` Aff-Wild2 recordings (one of them a `_left`/`_right` pair, one cut into two videos
     `<name>-k` and `<name>-(k+1)` of one person in one split) go to train and validation, plus
     TEST_VIDEOS test videos; DVD gets max(6, tracks * 2 // 3) train+validation clips plus
-    DVD_TEST_VIDEOS test clips. Durations vary ±30 % around `seconds`. The same seed gives
+    DVD_TEST_VIDEOS test clips; EMI and BAH get their fixed-size parts of short videos
+    (`abaw.data.sample_videos`). Durations vary ±30 % around `seconds`. The same seed gives
     identical label files and decoded frames. Refuses (DataError) an existing non-empty `out`
     and (ValueError) tracks < MIN_VIDEOS_PER_TASK or seconds <= 0; the dataset is built next to
     `out` and moved into place only when complete.
@@ -119,12 +121,17 @@ def generate(out: Path, seed: int = 0, tracks: int = DEFAULT_TRACKS, seconds: fl
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        plan_seed, affwild2_seed, dvd_seed = np.random.SeedSequence(seed).spawn(3)
+        # The video-level parts draw from a fourth child: the first three, and so the Aff-Wild2
+        # and DVD parts, are the same as when there were three.
+        plan_seed, affwild2_seed, dvd_seed, videos_seed = np.random.SeedSequence(seed).spawn(4)
         # "tracks" names the per-track truth, so the requested count goes under its own key.
         manifest = {"seed": seed, "tracks_requested": tracks, "seconds": seconds, "videos": {}, "tracks": {}}
         plan = _plan_affwild2(np.random.default_rng(plan_seed), tracks, seconds)
         _write_affwild2(tmp, plan, affwild2_seed, manifest, say)
         _write_dvd(tmp, np.random.default_rng(dvd_seed), max(6, tracks * 2 // 3), seconds, manifest, say)
+        from abaw.data.sample_videos import write_video_datasets  # it builds on this module's helpers
+
+        write_video_datasets(tmp, videos_seed, manifest, say)
         (tmp / "sample_manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         os.replace(tmp, out)
     except BaseException:

@@ -340,18 +340,20 @@ def _poses(size: tuple[int, int], faces: list[Face]) -> list[np.ndarray]:
 
 
 def encode_faces(path: Path, size: tuple[int, int], fps: Fraction | None, frames: int, faces: list[Face],
-                 crop_dirs: list[Path], lines: int, audio: str,
-                 rng: np.random.Generator) -> tuple[int, list[np.ndarray], list[np.ndarray]]:
+                 crop_dirs: list[Path], lines: int, audio: str, rng: np.random.Generator,
+                 audio_spec: AudioSpec | None = None) -> tuple[int, list[np.ndarray], list[np.ndarray]]:
     """Encode `frames` frames of `faces` to `path` and write their aligned crops.
 
     Crops go to ``crop_dirs[k]/%05d.jpg`` (1-based) for frames below `lines` where face k is
-    visible. `audio` is ``sound`` (the faces' voices), ``silent`` (all-zero samples) or ``none``
-    (no audio stream). Returns the frames written, per face the (lines,) crop-present mask, and
-    per face the (frames, 4) true box of every frame (:func:`face_box`; NaN where a hand hides
-    the face).
+    visible (`lines` 0: no crops). `audio` is ``sound`` (the faces' voices), ``silent``
+    (all-zero samples) or ``none`` (no audio stream); its rate and channels are `audio_spec`,
+    else drawn (44.1 or 48 kHz, mono or stereo, as real videos vary). Returns the frames
+    written, per face the (lines,) crop-present mask, and per face the (frames, 4) true box of
+    every frame (:func:`face_box`; NaN where a hand hides the face).
     """
     times, duration = frame_times(rng, fps, frames)
-    spec = None if audio == "none" else AudioSpec(int(rng.choice([44100, 48000])), int(rng.integers(1, 3)))
+    spec = None if audio == "none" else audio_spec or AudioSpec(int(rng.choice([44100, 48000])),
+                                                                int(rng.integers(1, 3)))
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = VideoWriter(path, size, fps, spec)
     scene, poses = background(rng, size), _poses(size, faces)
