@@ -60,16 +60,19 @@ class ExtractConfig:
     ``extractor`` key names the registry entry itself. ``faces`` names per dataset where the
     visual extractors take their pixels: ``crops`` (the organisers' ``cropped_aligned/``; a
     track without crops is face-absent), ``detected`` (faces detected and tracked in the raw
-    video, :mod:`abaw.faces`), ``frame`` (whole frames: scenes such as DVD) or ``none``; a
+    video, :mod:`abaw.faces`; EMI's and BAH's default, as neither ships crops), ``frame``
+    (whole frames: scenes such as DVD) or ``none``; a
     feature entry's own ``faces: {dataset: source}`` takes precedence for that feature. The
-    source is part of the cache key. ``detector`` and ``tracker`` hold
+    source is part of the cache key. An entry's ``datasets: [affwild2, dvd]`` limits the
+    stream to those datasets (:meth:`extracts`). ``detector`` and ``tracker`` hold
     ``features.faces.DetectorSpec`` and ``features.tracking.TrackerSpec`` fields, and
     ``face_overrides`` a per-video overrides file (``features.tracking.read_overrides``).
     """
 
     cache: str = "cache/features"
     features: dict[str, Any] = field(default_factory=dict)
-    faces: dict[str, str] = field(default_factory=lambda: {"affwild2": "crops", "dvd": "frame"})
+    faces: dict[str, str] = field(default_factory=lambda: {"affwild2": "crops", "dvd": "frame", "emi": "detected",
+                                                           "bah": "detected"})
     detector: dict[str, Any] = field(default_factory=dict)
     tracker: dict[str, Any] = field(default_factory=dict)
     face_overrides: str | None = None
@@ -81,6 +84,12 @@ class ExtractConfig:
     def extractors(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """label -> (registry name, spec overrides) of every entry of ``features``."""
         return {label: extractor_entry(label, entry) for label, entry in self.features.items()}
+
+    def extracts(self, label: str, dataset: str) -> bool:
+        """Whether feature ``label`` is extracted for ``dataset``: an entry's ``datasets: [...]``
+        names the only ones (a costly stream no head of the other datasets reads), else all."""
+        only = (self.features.get(label) or {}).get("datasets")
+        return only is None or dataset in only
 
     def faces_of(self, label: str, dataset: str) -> str:
         """The face source of feature ``label`` on ``dataset``: the entry's own, else the dataset's."""
@@ -95,6 +104,7 @@ def extractor_entry(label: str, entry: dict[str, Any] | None) -> tuple[str, dict
     """(registry name, spec overrides) of one ``extract.features`` entry."""
     overrides = dict(entry or {})
     overrides.pop("faces", None)  # where the pixels come from, not a setting of the extractor
+    overrides.pop("datasets", None)  # which datasets get the stream, neither
     return overrides.pop("extractor", label), overrides
 
 
@@ -106,6 +116,11 @@ class TrainConfig:
     arguments; ``fallback`` an MLP on one stream (``{"stream": label, "hidden": 128}``) or
     null; ``trainer`` is passed to ``lightning.Trainer`` (accelerator, devices, strategy,
     num_nodes, ...).
+
+    Video-level tasks (EMI, A/H): a training sample is ``frames_per_video`` frames spread over
+    the whole video at a random offset (every frame at prediction), each video drawn
+    ``draws_per_video`` times an epoch (a few dozen videos make short epochs); the EMI loss is
+    ``emi_mse`` x MSE + ``emi_pearson`` x (1 - Pearson r), per dimension across the batch.
     """
 
     task: str = "expr"
@@ -123,6 +138,10 @@ class TrainConfig:
     va_mse: float = 0.0
     au_pos_weight_max: float = 10.0
     balance: float = 0.01
+    frames_per_video: int = 32
+    draws_per_video: int = 4
+    emi_mse: float = 0.3
+    emi_pearson: float = 0.7
     num_workers: int = 0
     deterministic: bool = True
     resume: str | None = None

@@ -11,19 +11,22 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from abaw.config import Config, ConfigError, extractor_entry
-from abaw.data import affwild2, dataset_folder, dataset_key, load_tracks, resolve_tasks
+from abaw.data import VIDEO_READERS, affwild2, dataset_folder, dataset_key, load_tracks, resolve_tasks
 from abaw.data.records import Problem
 from abaw.faces import FaceFinder, FaceTrack, face_store, faces_hash, fill_face_store, read_faces
 from abaw.inspection import uncropped_warnings
-from abaw.tasks import AFFWILD2_TASKS, VD
-from features.extract import FACE_SOURCES, Job, Outcome, accounting_table, extract_audio, extract_visual
+from abaw.tasks import AFFWILD2_TASKS, VD, dataset_tasks
+from features.extract import (FACE_SOURCES, Job, Outcome, accounting_table, extract_audio, extract_text,
+                              extract_visual)
 from features.faces import DetectorSpec
+from features.media import MediaError, frame_index
 from features.specs import create_extractor, make_spec
 from features.tracking import TrackerSpec, read_overrides
 from features.store import FeatureStore
@@ -68,18 +71,53 @@ def jobs_for(config: Config, dataset: str, problems: list[Problem] | None = None
     root, faces = config.data.root, faces or face_source(config, dataset)
     if dataset == "dvd" and faces == "crops":
         raise ConfigError("extract.faces.dvd=crops: DVD ships no face crops; use frame (whole scenes) or none")
+    if dataset in VIDEO_READERS and faces == "crops":
+        raise ConfigError(f"extract.faces.{dataset}=crops: abaw reads no {dataset.upper()} face crops; use detected "
+                          "(faces found in the raw video), frame or none")
     folder = dataset_folder(root, dataset)
     found = faces_of_tracks(config, dataset) if faces == "detected" else None
     if dataset == "dvd":
         return [_job(folder, t.id, int(t.frames.max()), t.video_path, None, faces, found)
                 for t in load_tracks(root, VD)]
-    layout = affwild2.find_layout(root)
-    first = _affwild2_tracks(layout)
-    jobs = [_job(folder, track_id, rows, track.video_path, track.crop_dir, faces, found)
-            for track_id, (rows, track) in sorted(first.items())]
+    jobs = [_job(folder, track_id, rows, track.video_path, track.crop_dir, faces, found, _transcript_input(track))
+            for track_id, (rows, track) in sorted(dataset_tracks(config, dataset).items())]
     if problems is not None and faces == "crops":
-        problems.extend(uncropped_warnings(layout, {job.id for job in jobs if job.faces == "none"}))
+        problems.extend(uncropped_warnings(affwild2.find_layout(root), {job.id for job in jobs if job.faces == "none"}))
     return jobs
+
+
+def dataset_tracks(config: Config, dataset: str) -> dict[str, tuple[int, object]]:
+    """track id -> (rows, record) of every track to extract of an Aff-Wild2 or video-level
+    dataset: an Aff-Wild2 track has as many rows as its longest annotation (every task), a
+    video of EMI or BAH one row per displayed frame (its labels are one row per video)."""
+    if dataset in VIDEO_READERS:
+        return {t.id: (decoded_rows(t.video_path), t) for t in load_tracks(config.data.root, dataset_tasks(dataset)[0])}
+    return _affwild2_tracks(affwild2.find_layout(config.data.root))
+
+
+def decoded_rows(video: Path) -> int:
+    """The displayed frames of ``video`` (its packets, no pixels decoded); 0 if it cannot be
+    read, which the faces stage and the extractors then report for its track."""
+    stat = video.stat()
+    return _decoded_rows(str(video.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _decoded_rows(path: str, size: int, mtime_ns: int) -> int:
+    try:
+        return len(frame_index(path).pts)
+    except MediaError:
+        return 0
+
+
+def _transcript_input(track) -> dict:
+    """A video-level track's transcript, as a job input (the text stream's rows depend on it):
+    its file's sha256, or None. Frame-wise tracks have no such input (their inputs stay as
+    recorded)."""
+    if not hasattr(track, "transcript"):
+        return {}
+    path = track.transcript
+    return {"transcript": hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path is not None else None}
 
 
 def _affwild2_tracks(layout: affwild2.AffWild2Layout) -> dict[str, tuple[int, object]]:
@@ -98,12 +136,12 @@ def _affwild2_tracks(layout: affwild2.AffWild2Layout) -> dict[str, tuple[int, ob
 
 
 def _job(folder: Path, track_id: str, rows: int, video: Path | None, crop_dir: Path | None, faces: str,
-         found: FeatureStore | None = None) -> Job:
+         found: FeatureStore | None = None, extra_inputs: dict | None = None) -> Job:
     """A job with its face source resolved and its inputs identified: the video (path in the
     dataset folder, size), which rows have a face (count and hash of the mask, and of the boxes
-    when detected), the row count."""
+    when detected), the row count, and ``extra_inputs`` (a video-level track's transcript)."""
     present = boxes = None
-    inputs = {"rows": rows, "video": None, "video_bytes": None, "faces": faces}
+    inputs = {"rows": rows, "video": None, "video_bytes": None, "faces": faces, **(extra_inputs or {})}
     if faces == "crops":
         if crop_dir is None:
             faces = inputs["faces"] = "none"
@@ -155,7 +193,7 @@ def fill_faces(config: Config, dataset: str, log: Log, rank: int = 0, world: int
     store = faces_of_tracks(config, dataset, create=True)
     folder = dataset_folder(config.data.root, dataset)
     tracks = [FaceTrack(track_id, rows, track.video_path, Path(os.path.relpath(track.video_path, folder)).as_posix())
-              for track_id, (rows, track) in sorted(_affwild2_tracks(affwild2.find_layout(config.data.root)).items())
+              for track_id, (rows, track) in sorted(dataset_tracks(config, dataset).items())
               if track.video_path is not None]
     videos = sorted({t.video for t in tracks})[rank::world]
     known = {t.id for t in tracks} | {t.video.stem for t in tracks}  # every rank checks the whole file
@@ -210,7 +248,8 @@ def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
     results = {}
     for dataset in datasets:
         where = f"[rank {rank}] " if world > 1 else ""
-        sources = {label: face_source(config, dataset, label) for label in config.extract.features}
+        sources = {label: face_source(config, dataset, label) for label in config.extract.features
+                   if config.extract.extracts(label, dataset)}
         faces_failed = {}
         if "detected" in sources.values():
             faces_failed = fill_faces(config, dataset, log, rank, world, device)
@@ -228,11 +267,18 @@ def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
         cached = []
         mine = {job.id for job in jobs}
         jobs_by_source = {face_source(config, dataset): jobs}
+        transcripts = transcripts_of(config, dataset)
         for label, (name, overrides) in config.extract.extractors().items():
+            if not config.extract.extracts(label, dataset):
+                continue
+            if make_spec(name, **overrides).modality == "text" and transcripts is None:
+                continue  # no transcripts (EMI, Aff-Wild2, DVD): the text stream is absent
             extractor = create_extractor(name, **overrides).to(device)
             store = feature_store(config, dataset, label, extractor.spec, create=True)
             if extractor.spec.modality == "audio":
                 outcome = extract_audio(extractor, jobs, store, log)
+            elif extractor.spec.modality == "text":
+                outcome = extract_text(extractor, jobs, store, log, transcripts)
             else:
                 source = sources[label]
                 if source not in jobs_by_source:
@@ -250,6 +296,21 @@ def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
         if cached:
             log(f"{where}{dataset} {', '.join(cached)}: all {len(jobs)} tracks already in the cache")
     return results
+
+
+def transcripts_of(config: Config, dataset: str) -> dict[str, list[tuple[float, float, str]]] | None:
+    """Timed transcript segments ``(start, end, text)`` per track of a dataset whose videos
+    have transcripts (BAH), [] for a video without one; None where none has any (the text
+    stream is then absent: EMI, and the frame-wise datasets)."""
+    if dataset not in VIDEO_READERS:
+        return None
+    from abaw.data.transcripts import read_transcript
+
+    tracks = load_tracks(config.data.root, dataset_tasks(dataset)[0])
+    if not any(t.transcript is not None for t in tracks):
+        return None
+    return {t.id: [(s.start, s.end, s.text) for s in read_transcript(t.transcript)] if t.transcript else []
+            for t in tracks}
 
 
 def missing_weights(config: Config) -> list[str]:

@@ -64,10 +64,11 @@ class Job:
             raise ValueError(f"track {self.id}: face source 'detected' needs boxes and a mask")
 
     def inputs_for(self, modality: str) -> dict:
-        """The inputs a stream of ``modality`` depends on: audio only on the video and rows."""
-        if modality == "audio":
-            return {k: v for k, v in self.inputs.items() if k != "faces"}
-        return self.inputs
+        """The inputs a stream of ``modality`` depends on: audio only on the video and rows,
+        text on those and the transcript (a video-level dataset's ``transcript`` input), the
+        visual streams on everything but the transcript."""
+        ignored = {"audio": ("faces", "transcript"), "text": ("faces",)}.get(modality, ("transcript",))
+        return {k: v for k, v in self.inputs.items() if k not in ignored}
 
 
 @dataclass
@@ -338,6 +339,26 @@ def extract_audio(extractor, jobs: list[Job], store: FeatureStore, log: Log) -> 
                 outcome.failed[job.id] = f"{type(e).__name__}: {e}"
         progress.update(rows=sum(job.frames for job in group), tracks=len(group))
     progress.finish()
+    return outcome
+
+
+def extract_text(extractor, jobs: list[Job], store: FeatureStore, log: Log,
+                 segments: dict[str, list[tuple[float, float, str]]]) -> Outcome:
+    """Text rows per job from its timed transcript ``segments[job.id]`` (``(start, end, text)``
+    in seconds; [] for a video without a transcript: every row invalid), aligned to the
+    decoder's frame times (``extractor.frame_rows``)."""
+    outcome, todo = _pending(jobs, store, "text", log)
+    for job in todo:
+        try:
+            times, accounting = timing(job)
+            if job.video is None:
+                times = np.zeros(job.frames)
+            rows, valid = extractor.frame_rows(segments.get(job.id, []), times)
+            accounting["rows_with_text"] = int(valid.sum())
+            store.write(job.id, rows, valid, None, accounting, job.inputs_for("text"))
+            outcome.written.append(job.id)
+        except (MediaError, OSError, ValueError, RuntimeError) as e:
+            outcome.failed[job.id] = f"{type(e).__name__}: {e}"
     return outcome
 
 

@@ -144,7 +144,7 @@ def register(name: str, spec: type[ExtractorSpec]) -> Callable:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
-    from features import audio, visual  # noqa: F401
+    from features import audio, text, thumbnail, visual  # noqa: F401
 
 
 def registered() -> list[str]:
