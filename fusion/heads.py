@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ACTIVATIONS = {"none": nn.Identity, "tanh": nn.Tanh}
+# Output activations: none (logits), tanh (values in [-1, 1]: VA), sigmoid (values in [0, 1]: EMI).
+ACTIVATIONS = {"none": nn.Identity, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
 class ResidualBlock(nn.Module):

@@ -34,6 +34,7 @@ class FrameModel(nn.Module):
     output_dim: int
     feature_dim: int
     context_rows: int = 0
+    level: str = "frame"  # "video" for the models that pool a video's frames (fusion.pooling)
 
     def forward_features(self, streams: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
                          mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -164,9 +165,10 @@ def register_model(name: str, factory: Callable[..., FrameModel]) -> None:
     _MODELS[name] = factory
 
 
-def registered_models() -> list[str]:
-    """Names of every registered model."""
-    return sorted(_MODELS)
+def registered_models(level: str | None = None) -> list[str]:
+    """Names of every registered model, or of those of one ``level``: ``frame`` (a row per
+    frame out) or ``video`` (a row per video out)."""
+    return sorted(name for name, factory in _MODELS.items() if level in (None, getattr(factory, "level", "frame")))
 
 
 def create_model(name: str, **overrides) -> FrameModel:

@@ -48,6 +48,9 @@ def open_streams(config: Config, dataset: str, labels: list[str]) -> dict[str, S
     for label in labels:
         if label not in features:
             raise ValueError(f"feature {label!r} is not in extract.features ({', '.join(features) or 'empty'})")
+        if not config.extract.extracts(label, dataset):
+            raise ValueError(f"feature {label!r} is extracted for {', '.join(features[label]['datasets'])} only, "
+                             f"not {dataset} (extract.features.{label}.datasets)")
         spec = feature_spec(config, label)
         store = feature_store(config, dataset, label, spec)
         tracks = store.tracks() if store.folder.is_dir() else []
@@ -162,6 +165,10 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def rows_of(self, track: Track) -> int:
+        """The rows of ``track`` this dataset reads: its annotation rows."""
+        return track.num_frames
+
     def _features(self, stream: Stream, track_id: str) -> np.ndarray:
         key = (stream.label, track_id)
         if key in self._maps:
@@ -208,13 +215,13 @@ def stream_statistics(dataset: WindowDataset, l2: bool, max_rows: int = 200_000,
     if ``l2``), from at most ``max_rows`` rows sampled evenly. Sums are accumulated track by
     track, so memory stays at one track's rows whatever the store's size."""
     rng = np.random.default_rng(seed)
-    total = sum(t.num_frames for t in dataset.tracks)
+    total = sum(dataset.rows_of(t) for t in dataset.tracks)
     keep = min(1.0, max_rows / max(total, 1))
     stats = {}
     for label, stream in dataset.streams.items():
         count, sums, squares = 0, np.zeros(stream.dim), np.zeros(stream.dim)
         for track in dataset.tracks:
-            present = np.flatnonzero(dataset._valid(stream, track.id)[: track.num_frames])
+            present = np.flatnonzero(dataset._valid(stream, track.id)[: dataset.rows_of(track)])
             if keep < 1.0:
                 present = present[rng.random(len(present)) < keep]
             if not len(present):
@@ -230,17 +237,22 @@ def stream_statistics(dataset: WindowDataset, l2: bool, max_rows: int = 200_000,
 
 
 class WindowDataModule(L.LightningDataModule):
-    """Train windows (shuffled, overlapping by half) and validation windows (each row once)."""
+    """Train windows (shuffled, overlapping by half) and validation windows (each row once).
+
+    A dataset with a ``collate`` method batches its own items (the video-level datasets pad
+    videos of different lengths); the others use the default collation."""
 
     def __init__(self, train: WindowDataset, val: WindowDataset, batch_size: int, num_workers: int = 0) -> None:
         super().__init__()
         self.train_set, self.val_set = train, val
         self.batch_size, self.num_workers = batch_size, num_workers
 
+    def _loader(self, dataset: WindowDataset, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, collate_fn=getattr(dataset, "collate", None))
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+        return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return self._loader(self.val_set, shuffle=False)

@@ -11,7 +11,7 @@ import torch
 
 from abaw.metrics import score
 from abaw.tasks import get_task
-from abaw.training.losses import TaskLoss, decide, to_probabilities
+from abaw.training.losses import TaskLoss, decide, output_activation, to_probabilities
 from fusion import create_model
 
 
@@ -35,8 +35,9 @@ class TaskModule(L.LightningModule):
         self.task = get_task(task)
         model = dict(model)
         visual = {k: d for k, (m, d) in streams.items() if m == "visual"}
-        audio = {k: d for k, (m, d) in streams.items() if m == "audio"}
-        activation = "tanh" if self.task.kind == "regression" else "none"
+        # The fusion gates every non-visual stream alike: audio, and a transcript's text rows.
+        audio = {k: d for k, (m, d) in streams.items() if m != "visual"}
+        activation = output_activation(self.task)
         self.model = create_model(model.pop("name"), visual=visual, audio=audio, output_size=self.task.output_size,
                                   activation=activation, **model)
         self.loss_options = {"label_smoothing": 0.0, "mse": 0.0, "balance": 0.01, **(loss or {})}

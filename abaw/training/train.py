@@ -165,17 +165,24 @@ def loss_weights(task: Task, tracks: list[Track], clip: float) -> torch.Tensor |
 
 
 def build_module(config: Config, streams: dict, train_set: WindowDataset) -> tuple[TaskModule, dict]:
-    """The LightningModule with training-split statistics and loss weights set, and the statistics."""
+    """The LightningModule with training-split statistics and loss weights set, and the
+    statistics; a video-level task's (:mod:`abaw.training.video`) for EMI and A/H."""
     t = config.train
     task = get_task(t.task)
-    module = TaskModule(
-        task.name, {k: (s.modality, s.dim) for k, s in streams.items()}, dict(t.model),
-        dict(t.fallback) if t.fallback else None,
-        {"label_smoothing": t.label_smoothing, "mse": t.va_mse, "balance": t.balance},
-        {"lr": t.lr, "weight_decay": t.weight_decay, "warmup_fraction": t.warmup_fraction},
-    )
+    optim = {"lr": t.lr, "weight_decay": t.weight_decay, "warmup_fraction": t.warmup_fraction}
+    kinds = {k: (s.modality, s.dim) for k, s in streams.items()}
+    if task.level == "video":
+        from abaw.training.video import VideoTaskModule, video_loss_weights
+
+        module = VideoTaskModule(task.name, kinds, dict(t.model), None,
+                                 {"mse": t.emi_mse, "pearson": t.emi_pearson, "balance": t.balance}, optim)
+        weights = video_loss_weights(task, train_set.tracks)
+    else:
+        module = TaskModule(task.name, kinds, dict(t.model), dict(t.fallback) if t.fallback else None,
+                            {"label_smoothing": t.label_smoothing, "mse": t.va_mse, "balance": t.balance}, optim)
+        weights = loss_weights(task, train_set.tracks, t.au_pos_weight_max)
     stats = stream_statistics(train_set, l2=t.model.get("l2", True), seed=config.seed)
-    module.set_training_statistics(stats, loss_weights(task, train_set.tracks, t.au_pos_weight_max))
+    module.set_training_statistics(stats, weights)
     return module, stats
 
 
@@ -196,6 +203,10 @@ def build_datasets(config: Config, fold: int | None) -> tuple[WindowDataset, Win
         raise DataError(Path(config.data.root), f"{task.name.upper()}: {len(train_tracks)} training and "
                                                 f"{len(val_tracks)} validation tracks; need both")
     check_fresh(config, task.dataset, streams, train_tracks + val_tracks)
+    if task.level == "video":  # one sample per video: frames sampled across it
+        from abaw.training.video import video_datasets
+
+        return video_datasets(train_tracks, val_tracks, streams, t.frames_per_video, t.draws_per_video)
     return training_windows(train_tracks, streams, t.window), WindowDataset(val_tracks, streams, t.window)
 
 
@@ -339,7 +350,8 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], 
                    batch_size: int = 32, features: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """Per-track (T, output) predictions of a checkpoint: ``probabilities`` of the fusion model,
     ``fallback`` of the MLP (if trained), ``emotion_logits`` when a stream cached them, and
-    ``present`` (T,) whether the first visual stream (the face) had input.
+    ``present`` (T,) whether the first visual stream (the face) had input. A video-level task's
+    videos get one row each (:func:`abaw.training.video.predict_videos`).
 
     Windows of ``train.window`` rows overlap by the model's ``context_rows`` on each side and
     each contributes its central rows (:func:`abaw.training.data.prediction_windows`), so a
@@ -355,6 +367,10 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], 
     from abaw.extraction import pick_device
     from abaw.training.losses import to_probabilities
 
+    if get_task(config.train.task).level == "video":  # one row per video, from all its frames
+        from abaw.training.video import predict_videos
+
+        return predict_videos(checkpoint, config, tracks, batch_size)
     device = pick_device(str(config.train.trainer.get("accelerator", "cpu")))
     module = TaskModule.load_from_checkpoint(checkpoint, map_location="cpu").eval().to(device)
     labels = list(module.hparams["streams"])
