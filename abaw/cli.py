@@ -57,7 +57,8 @@ def _folds(args: argparse.Namespace) -> int:
     per_fold, pooled, distance = fold_distributions(task, tracks[task], folds)
     counts = [sum(1 for t in tracks[task] if folds.fold_of(t) == f) for f in range(folds.k)]
     print(f"{task.name.upper()} folds (k={folds.k}, seed={folds.seed}) saved in {args.out}")
-    print(f"sources cut into several videos, each kept in one fold: {len(folds.merged_sources)}")
+    grouped = "participants with several videos" if task.dataset == "bah" else "sources cut into several videos"
+    print(f"{grouped}, each kept in one fold: {len(folds.merged_sources)}")
     print("fold  tracks  L2-to-pooled  distribution")
     for fold in range(folds.k):
         shown = " ".join(f"{p:.3f}" for p in per_fold[fold])
@@ -101,6 +102,8 @@ def _cv(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, list(args.overrides))
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
+    if get_task(config.train.task).level == "video":  # EMI, A/H: the same protocol, a report about videos
+        from abaw.videocv import run_video_cv as run_cv
     run_dir, summary = run_cv(config, folds)
     if not is_main_process():
         return 0

@@ -1,4 +1,5 @@
-"""``abaw run CONFIG``: the whole workflow from one configuration.
+"""``abaw run CONFIG``: the whole workflow from one configuration, frame-wise and video-level
+tasks alike.
 
 sample data (when configured and absent) -> inspect -> extract -> cross-validation of every
 task (``<tasks_dir>/<task>.yaml`` beside the run config, then the run config itself, then
@@ -17,7 +18,7 @@ import numpy as np
 from abaw.baseline import constant_rows, trivial_values
 from abaw.config import Config, is_main_process, load_config, make_run_dir
 from abaw.cv import run_cv
-from abaw.data import resolve_tasks
+from abaw.data import frame_level, resolve_tasks
 from abaw.data.records import DataError
 from abaw.extraction import run_extract
 from abaw.folds import ensure_folds
@@ -28,6 +29,7 @@ from abaw.rundir import SOURCES
 from abaw.submit import submit
 from abaw.tasks import TASKS, Task, get_task
 from abaw.training.train import wait_for_main
+from abaw.videocv import run_video_cv
 
 
 def _cell(mean: float, std: float) -> str:
@@ -101,9 +103,14 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
     table, written = [], []
     for task in tasks:
         name = task.name
+        if task.level == "video" and not (tasks_dir / f"{name}.yaml").is_file():
+            # A frame-wise recipe holds no video-level head; the root's EMI or BAH part waits for one.
+            log(f"[4/5] {name.upper()}: no {tasks_dir / f'{name}.yaml'}, skipped")
+            continue
         task_config = load_config([tasks_dir / f"{name}.yaml", config_path], overrides)
         log(f"[4/5] {name.upper()}: {task_config.folds.k}-fold cross-validation")
-        cv_dir, summary = run_cv(task_config, log=log)
+        # EMI and A/H label videos: the same protocol, their own report part (abaw.videocv).
+        cv_dir, summary = (run_cv if task in frame_level(tasks) else run_video_cv)(task_config, log=log)
         if main:  # a rank process only joins the fits; rank 0 predicts, submits and reports
             log(f"[5/5] {name.upper()}: test predictions and submission")
             predict(cv_dir, "test", log=log)

@@ -5,7 +5,9 @@ Per track, in this order: fill the frames without a face (keep the model's audio
 output, interpolate the neighbours, or smooth over the face frames alone and interpolate
 between them: ``skip``), smooth over a centred window (mean or median), then
 decide: EXPR per-class logit bias and the confidence fallback between two sources, AU
-per-label thresholds, VA clamp to [-1, 1], VD threshold. The parameters are data
+per-label thresholds, VA clamp to [-1, 1] (EMI: to [0, 1]), VD and A/H threshold. A video of a
+video-level task (EMI, A/H) is a track of one row: filling and smoothing leave it as it is, and
+the clamp or the tuned threshold decide it. The parameters are data
 (:class:`PostParams`, saved as ``postprocess.json``), chosen by :func:`tune` on out-of-fold
 predictions.
 """
@@ -118,8 +120,8 @@ def apply(task: Task, params: PostParams, output: TrackOutput) -> np.ndarray:
     secondary = _prepare(output.secondary, output.present, params)
     if task.kind == "multiclass":
         return expr_classes(primary, secondary, params.tau, np.asarray(params.bias))[:, None].astype(np.float64)
-    if task.kind == "regression":
-        return np.clip(primary, -1.0, 1.0)
+    if task.kind == "regression":  # VA to [-1, 1], EMI to [0, 1]
+        return np.clip(primary, *task.value_range)
     thresholds = np.asarray(params.thresholds) if params.thresholds else 0.5
     return (primary >= thresholds).astype(np.float64)
 

@@ -13,8 +13,9 @@ from abaw.data import load_tracks
 from abaw.data.records import DataError, Track
 from abaw.predict import split_name, warn_in_sample
 from abaw.rundir import CVDir
-from abaw.tasks import get_task
+from abaw.tasks import Task, get_task
 from submissions.formats import TrackRows
+from submissions.videolevel import write_ah, write_emi
 from submissions.writer import write_dvd_folder, write_per_track, write_task_file
 
 
@@ -29,12 +30,29 @@ def submission_rows(tracks: list[Track], predictions: dict[str, dict[str, np.nda
     return rows
 
 
+def submit_videos(task: Task, tracks: list[Track], predictions: dict[str, dict[str, np.ndarray]], out: Path) -> Path:
+    """``EMI.csv`` (the split file's header and column order, one row per video, the clipped
+    intensities) or ``AH.txt`` (``video_path,pred``, the tuned threshold's decision), every
+    video named as its split file lists it."""
+    missing = [t.id for t in tracks if t.id not in predictions]
+    if missing:
+        raise DataError(tracks[0].source, f"no prediction for video(s) {', '.join(missing[:5])}; run abaw predict")
+    names = [t.listed_as for t in tracks]
+    values = np.concatenate([predictions[t.id]["values"] for t in tracks])
+    if task.dataset == "emi":
+        header = tracks[0].source.read_text(encoding="utf-8-sig").splitlines()[0].split(",")
+        header = tuple(h.strip() for h in header) if len(header) == len(task.submission_header) else task.submission_header
+        return write_emi(out / "EMI.csv", names, values, header)
+    return write_ah(out / f"{task.name.upper()}.txt", names, values[:, 0])
+
+
 def submit(run_dir: str | Path, out: str | Path, split: str = "test", layout: str = "per-task") -> list[Path]:
     """Write the submission of a CV run's task into ``out``; returns the files written.
 
     Aff-Wild2: ``<TASK>.txt`` with the template's rows in its order (``per-task``), or
     ``<TASK>/<track>.txt`` files (``per-track``, up to the 5th edition). DVD: one CSV per
-    video copying its template's header and rows, and ``VD.zip`` holding them flat.
+    video copying its template's header and rows, and ``VD.zip`` holding them flat. EMI and
+    A/H: one file of one row per video (:func:`submit_videos`).
     """
     cv, out = CVDir(run_dir), Path(out)
     config = cv.config()
@@ -43,6 +61,8 @@ def submit(run_dir: str | Path, out: str | Path, split: str = "test", layout: st
     warn_in_sample(split, lambda message: print(message, file=sys.stderr, flush=True))
     predictions = cv.predictions(split)
     tracks = load_tracks(config.data.root, task, splits=(split,))
+    if task.level == "video":
+        return [submit_videos(task, tracks, predictions, out)]
     rows = submission_rows(tracks, predictions)
     expected = {t.id: t.frames for t in tracks}
     if task.dataset == "dvd":
