@@ -158,13 +158,17 @@ class CVConfig:
     narrows the post-processing candidates tuned out of fold (``fill``, ``window``, ``filter``,
     ``tau``; see ``abaw.postprocess.search_space``), as a recipe fixes its smoothing.
     ``ensemble``: how ``abaw predict`` averages the fold models, ``probabilities`` or
-    ``logits`` (the mean log-odds, then back to probabilities).
+    ``logits`` (the mean log-odds, then back to probabilities). ``personalise``: the test-time
+    personalisation methods (``abaw.personalise``: ``t3a``, ``cap``) scored out of fold on the
+    classification tasks of people (EXPR, A/H) and so candidates for ``abaw predict``; ``[]``
+    scores none (and saves the extra prediction pass over every track).
     """
 
     primary: str = "fusion"
     secondary: str | None = "fallback"
     search: dict[str, list] = field(default_factory=dict)
     ensemble: str = "probabilities"
+    personalise: list[str] = field(default_factory=lambda: ["t3a", "cap"])
 
 
 @dataclass(frozen=True)

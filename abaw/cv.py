@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from abaw.config import Config, is_main_process
+from abaw.config import Config, ConfigError, is_main_process
 from abaw.data import resolve_tasks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
@@ -153,7 +153,7 @@ def summarise(config: Config, cv: CVDir, log=None, features: str | None = None) 
                                   for t in held_out])
     summary, pooled, final = nested_postprocess(task, per_fold, config.cv.search)
     summary["primary"] = config.cv.primary
-    if task.kind == "multiclass" and task.dataset == "affwild2":  # EXPR: frame-wise classes
+    if personalised(task) and config.cv.personalise:  # EXPR, A/H
         entry = score_personalisation(config, task, checkpoints, folds, tracks[task], log)
         if entry is not None:
             summary["personalisation"] = entry
@@ -198,18 +198,55 @@ def nested_postprocess(task: Task, per_fold: dict[int, tuple[list[Track], list[T
 
 @dataclass(frozen=True)
 class FoldViews:
-    """What personalising one fold needs: its held-out tracks, each one's linear view through
-    the fold's own model and face-present mask, and the ``cap`` source bank built from the
-    fold model's views of its own training tracks (never of the held-out ones)."""
+    """What personalising one fold needs: its held-out units (a unit is what one personalisation
+    call adapts to, :func:`personalisation_units`: a frame-wise track, or an A/H participant's
+    videos), each unit's linear view through the fold's own model (its tracks' rows in order)
+    and face-present mask, and the ``cap`` source bank built from the fold model's views of its
+    own training tracks (never of the held-out ones)."""
 
-    tracks: list[Track]
+    units: list[tuple[Track, ...]]
     views: list[LinearView]
     masks: list[torch.Tensor]
     source: SourceBank | None
 
+    def labels(self) -> list[np.ndarray]:
+        """Per unit the (rows, C) labels of its tracks, in view order."""
+        return [np.concatenate([t.labels for t in unit]) for unit in self.units]
+
+    def valid(self) -> list[np.ndarray]:
+        """Per unit the (rows, C) valid masks of its tracks, in view order."""
+        return [np.concatenate([t.valid for t in unit]) for unit in self.units]
+
+
+def person_of(track: Track) -> str:
+    """Who a track shows, as far as the dataset names it: a BAH video's participant, else the
+    Aff-Wild2 recording its name shows it was cut from (``affwild2.source_name``)."""
+    from abaw.data.affwild2 import source_name
+
+    participant = getattr(track, "participant", None)
+    return participant if participant is not None else source_name(track.video)
+
+
+def personalisation_units(tracks: list[Track]) -> list[tuple[Track, ...]]:
+    """The units personalisation adapts to, each reset before the next: every frame-wise track
+    alone (a track is one person's frames), and per participant the videos of a video-level task
+    (a video is one row, its embedding: one video alone leaves nothing to adapt from)."""
+    if not tracks or getattr(tracks[0], "participant", None) is None:
+        return [(track,) for track in tracks]
+    by_person: dict[str, list[Track]] = {}
+    for track in tracks:
+        by_person.setdefault(person_of(track), []).append(track)
+    return [tuple(by_person[person]) for person in sorted(by_person)]
+
+
+def personalised(task: Task) -> bool:
+    """Whether test-time personalisation applies to ``task``: a classification of people, EXPR
+    and A/H (VD labels scenes; VA, AU and EMI have no classes to put supports under)."""
+    return task.kind in ("multiclass", "binary") and task.dataset != "dvd"
+
 
 def class_indices(track: Track) -> np.ndarray:
-    """(T,) class index of each frame of a multiclass track, -1 where it has no label."""
+    """(T,) class index of each row of a classification track, -1 where it has no label."""
     return np.where(track.valid[:, 0], track.labels[:, 0], -1).astype(np.int64)
 
 
@@ -217,26 +254,30 @@ def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training
                predicted: dict[str, dict[str, np.ndarray]] | None = None) -> FoldViews:
     """One fold's :class:`FoldViews`: ``forward_features`` rows of every track from
     :func:`~abaw.training.train.predict_frames` (the same windows as the out-of-fold
-    probabilities), through the checkpoint's ``linear_view``; ``predicted`` may already hold
-    some tracks' arrays (with ``features``), which are not predicted again. The source bank
-    groups the training tracks by recording (``affwild2.source_name``), the nearest thing to a
-    person the annotations name; no training tracks, no source bank (``cap`` then runs without)."""
-    from abaw.data.affwild2 import source_name
+    probabilities; a video's embedding at video level), through the checkpoint's
+    ``linear_view``; ``predicted`` may already hold some tracks' arrays (with ``features``),
+    which are not predicted again. The source bank groups the training tracks by person
+    (:func:`person_of`); no training tracks, no source bank (``cap`` then runs without)."""
     from abaw.training.module import TaskModule
+    from abaw.training.video import VideoTaskModule
 
-    model = TaskModule.load_from_checkpoint(checkpoint, map_location="cpu").eval().model
+    module_class = VideoTaskModule if get_task(config.train.task).level == "video" else TaskModule
+    model = module_class.load_from_checkpoint(checkpoint, map_location="cpu").eval().model
     predicted = dict(predicted or {})
     missing = [t for t in held_out + training if "features" not in predicted.get(t.id, {})]
     if missing:
         predicted.update(predict_frames(checkpoint, config, missing, features=True))
 
-    def view(track: Track) -> LinearView:
-        return linear_view(model, torch.from_numpy(predicted[track.id]["features"]))
+    def view(unit: tuple[Track, ...]) -> LinearView:
+        return linear_view(model, torch.from_numpy(np.concatenate([predicted[t.id]["features"] for t in unit])))
 
-    source = build_source([view(t).z for t in training], [torch.from_numpy(class_indices(t)) for t in training],
-                          [source_name(t.video) for t in training], model.output_dim) if training else None
-    return FoldViews(held_out, [view(t) for t in held_out],
-                     [torch.from_numpy(predicted[t.id]["present"].astype(bool)) for t in held_out], source)
+    source = None
+    if training:
+        source = build_source([view((t,)).z for t in training], [torch.from_numpy(class_indices(t)) for t in training],
+                              [person_of(t) for t in training], view((training[0],)).weight.shape[0])
+    units = personalisation_units(held_out)
+    masks = [torch.from_numpy(np.concatenate([predicted[t.id]["present"] for t in unit]).astype(bool)) for unit in units]
+    return FoldViews(units, [view(unit) for unit in units], masks, source)
 
 
 def score_personalisation(config: Config, task: Task, checkpoints: list[Path], folds, tracks: list[Track],
@@ -258,7 +299,8 @@ def score_personalisation(config: Config, task: Task, checkpoints: list[Path], f
     except (NotImplementedError, ValueError) as error:  # a model without an exact linear view
         log(f"{name}: personalisation not scored: {error}")
         return None
-    entry = nested_personalisation(personalisation_scores(task, views))
+    entry = nested_personalisation(personalisation_scores(task, views, ("none", *config.cv.personalise)))
+    entry["unit"] = "participant" if task.level == "video" else "track"
     log(f"{name} personalisation (offline, parameters chosen on the other folds): without "
         f"{entry['without']['mean']:.4f}; " + "; ".join(f"{m} {r['mean']:.4f} ({r['gain']:+.4f})"
                                                       for m, r in entry["methods"].items())
@@ -280,8 +322,7 @@ def personalisation_scores(task: Task, folds: dict[int, FoldViews], methods=METH
             for k, fold in folds.items():
                 decisions = [personalise_view(method, view, params, mode, fold.source, mask).argmax(dim=-1)
                              .numpy()[:, None] for view, mask in zip(fold.views, fold.masks)]
-                fold_scores[k] = _score(task, [t.labels for t in fold.tracks], decisions,
-                                        [t.valid for t in fold.tracks])
+                fold_scores[k] = _score(task, fold.labels(), decisions, fold.valid())
             table[method].append((params, fold_scores))
     return table
 
@@ -345,6 +386,10 @@ def run_cv(config: Config, folds_to_run: list[int] | None = None, log=None) -> t
     """``abaw cv``: the requested folds, then the summary once every fold is finished under
     this configuration (folds finished under another one are named in the log)."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    unknown = [m for m in config.cv.personalise if m not in METHODS or m == "none"]
+    if unknown:  # refused before any fold trains, not after
+        raise ConfigError(f"cv.personalise: unknown method(s) {', '.join(map(str, unknown))}; valid: "
+                          f"{', '.join(m for m in METHODS if m != 'none')} (an empty list scores none)")
     cv, digest, features = run_folds(config, folds_to_run, log)
     if not is_main_process():
         return cv.path, None

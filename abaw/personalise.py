@@ -21,7 +21,9 @@ logits = z @ weight.T + bias exactly), so they apply to every registered model. 
 ``online`` (frame t uses only frames ≤ t, as a live system) and ``offline`` (the whole track
 is known, as in the challenge: the supports and caches are filled from every frame first, then
 every frame is classified). Classification only (EXPR, A/H): a regression or multi-label head
-has no class to put a support under.
+has no class to put a support under. A one-logit binary head is seen as its exact two-class
+equivalent (:func:`two_class`). For A/H, a "track" is a participant's videos, one row each
+(the video embedding): one video alone gives a single row, nothing to adapt from.
 
 Entry points: :func:`personalise` (model + features of one track), :func:`personalise_view`
 (an already computed view), :func:`build_source` (the training side of ``cap``),
@@ -67,7 +69,17 @@ def linear_view(model, features: torch.Tensor) -> LinearView:
             raise ValueError(f"linear_view takes one track, (T, F) or (1, T, F); got {tuple(features.shape)}")
         features = features[0]
     z, weight, bias = model.linear_view(features.float())
-    return LinearView(z.float().cpu(), weight.detach().float().cpu(), bias.detach().float().cpu())
+    view = LinearView(z.float().cpu(), weight.detach().float().cpu(), bias.detach().float().cpu())
+    return two_class(view) if view.weight.shape[0] == 1 else view
+
+
+def two_class(view: LinearView) -> LinearView:
+    """The exact two-class view of a one-logit binary head (A/H): rows ``-w/2`` and ``w/2``, so
+    that softmax of the two logits is ``[1 - sigmoid(l), sigmoid(l)]`` with ``l = z · w + b``. The
+    methods need a row per class to put supports and prototypes under."""
+    if view.weight.shape[0] != 1:
+        raise ValueError(f"two_class takes a one-logit view, got {view.weight.shape[0]} logits")
+    return LinearView(view.z, torch.cat([-view.weight, view.weight]) / 2, torch.cat([-view.bias, view.bias]) / 2)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

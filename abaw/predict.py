@@ -87,13 +87,21 @@ def folds_tracks(config, task: Task):
 
 
 def personalise_fold(predictions: dict[str, dict[str, np.ndarray]], views, method: str, params: dict) -> None:
-    """Replace one fold model's ``probabilities`` of each track by the softmax of its
-    personalised logits (offline, per track, face-present frames only in the caches), as CV
-    scored it; the other arrays (the fallback MLP's included) stay the model's own."""
-    for track, view, mask in zip(views.tracks, views.views, views.masks):
+    """Replace one fold model's ``probabilities`` of each track by those of its personalised
+    logits (offline, per unit: a track, or an A/H participant's videos; face-present frames only
+    in the caches), as CV scored it; the other arrays (the fallback MLP's included) stay the
+    model's own. A one-logit head (A/H) keeps its one probability, that of class 1."""
+    for unit, view, mask in zip(views.units, views.views, views.masks):
         logits = personalise_view(method, view, params, "offline", views.source, mask)
-        predictions[track.id]["probabilities"] = torch.softmax(logits.double(), dim=-1).float().numpy()
-        del predictions[track.id]["features"]  # the embedding is not a prediction: not saved
+        probabilities = torch.softmax(logits.double(), dim=-1).float().numpy()
+        start = 0
+        for track in unit:
+            arrays = predictions[track.id]
+            rows = len(arrays["features"])
+            kept = probabilities[start:start + rows]
+            arrays["probabilities"] = kept[:, 1:] if arrays["probabilities"].shape[1] == 1 else kept
+            start += rows
+            del arrays["features"]  # the embedding is not a prediction: not saved
 
 
 def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:

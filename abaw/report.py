@@ -92,8 +92,10 @@ def personalisation_lines(entry: dict | None) -> list[str]:
     cells = [f"{entry['methods'][m]['mean']:.4f} ± {entry['methods'][m]['std']:.4f}" for m in methods]
     lines.append(f"| mean ± std | {entry['without']['mean']:.4f} ± {entry['without']['std']:.4f} | "
                  + " | ".join(cells) + " |")
-    lines += ["", "Argmax of the trained head, no post-processing; each method's parameters for fold k "
-              "were chosen on the other folds only.", ""]
+    unit = {"participant": "each participant's held-out videos together",
+            "track": "each held-out track on its own"}[entry.get("unit", "track")]
+    lines += ["", f"Argmax of the trained head, no post-processing, {unit}; each method's parameters for "
+              "fold k were chosen on the other folds only.", ""]
     lines += [f"- {m}: gain {entry['methods'][m]['gain']:+.4f}, parameters on all folds "
               f"`{entry['methods'][m]['params']}`" for m in methods]
     chosen = entry.get("chosen")

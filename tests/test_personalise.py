@@ -389,3 +389,49 @@ def test_registry_grid_and_parameter_checks():
         personalise_view("tent", random_view(), None)
     with pytest.raises(ValueError, match="online, offline"):
         t3a(random_view(), mode="batch")
+
+
+# ------------------------------------------------------------------- one-logit heads (A/H)
+
+def test_a_one_logit_head_is_viewed_as_its_exact_two_class_equivalent():
+    from abaw.personalise import two_class
+
+    g = torch.Generator().manual_seed(3)
+    one = LinearView(torch.randn(7, 5, generator=g), torch.randn(1, 5, generator=g), torch.randn(1, generator=g))
+    view = two_class(one)
+    assert view.weight.shape == (2, 5) and view.bias.shape == (2,)
+    torch.testing.assert_close(view.logits().softmax(dim=-1)[:, 1], torch.sigmoid(one.logits()[:, 0]))
+    with pytest.raises(ValueError, match="one-logit"):
+        two_class(view)
+
+
+@pytest.mark.parametrize("name", registered_models("video"))
+def test_video_models_with_one_logit_give_a_two_class_view(name):
+    torch.manual_seed(0)
+    model = create_model(name, **STREAMS, output_size=1, hidden=16).eval()
+    streams = inputs(rows=9)
+    with torch.no_grad():
+        features = model.forward_features(streams)
+        expected = torch.sigmoid(model.forward_head(features)[:, 0])
+    view = linear_view(model, features)  # (B, F): one row per video
+    assert view.weight.shape[0] == 2
+    torch.testing.assert_close(view.logits().softmax(dim=-1)[:, 1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ah_units_are_participants_frame_wise_units_are_tracks():
+    import numpy as np
+
+    from abaw.cv import personalisation_units, person_of, personalised
+    from abaw.data.records import Track
+    from abaw.data.videolevel import video_track
+    from abaw.tasks import AH, AU, EMI, EXPR, VA, VD
+
+    videos = [video_track("ah", "train", f"{pid}/q{q}", f"q{q}", None, None, np.array([q % 2]), participant=pid)
+              for pid, q in (("p2", 1), ("p1", 2), ("p2", 3), ("p3", 4))]
+    units = personalisation_units(videos)
+    assert [[t.id for t in unit] for unit in units] == [["p1/q2"], ["p2/q1", "p2/q3"], ["p3/q4"]]
+    frames = [Track(name, "expr", "train", name, None, None, np.arange(1, 4))
+              for name in ("28-30-1280x720-1", "28-30-1280x720-2")]
+    assert personalisation_units(frames) == [(frames[0],), (frames[1],)]  # reset per track
+    assert {person_of(t) for t in frames} == {"28-30-1280x720"} and person_of(videos[0]) == "p2"
+    assert [t.name for t in (EXPR, VA, AU, VD, EMI, AH) if personalised(t)] == ["expr", "ah"]

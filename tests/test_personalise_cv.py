@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from abaw.cv import FoldViews, class_indices, nested_personalisation, personalisation_scores
@@ -61,19 +62,19 @@ def test_scores_are_the_pooled_argmax_of_each_personalised_track():
             z = weight[y] + 0.8 * torch.randn(40, 6) + torch.randn(6)  # a person's own offset
             tracks.append(_track(f"f{k}t{i}", y))
             views.append(LinearView(z, weight, torch.zeros(8)))
-        folds[k] = FoldViews(tracks, views, [torch.ones(40, dtype=torch.bool)] * 2, None)
+        folds[k] = FoldViews([(t,) for t in tracks], views, [torch.ones(40, dtype=torch.bool)] * 2, None)
     table = personalisation_scores(EXPR, folds, methods=("none", "t3a"))
     assert [p for p, _ in table["t3a"]] == param_grid("t3a")
     for params, scores in table["t3a"]:
         for k, fold in folds.items():
             decided = np.concatenate([personalise_view("t3a", v, params).argmax(dim=-1).numpy()
                                       for v in fold.views])[:, None]
-            labels = np.concatenate([t.labels for t in fold.tracks])
+            labels = np.concatenate([t.labels for (t,) in fold.units])
             assert scores[k] == score(EXPR, labels, decided, np.ones_like(labels, bool)).value
     plain = table["none"][0][1]
     for k, fold in folds.items():
         decided = np.concatenate([v.logits().argmax(dim=-1).numpy() for v in fold.views])[:, None]
-        labels = np.concatenate([t.labels for t in fold.tracks])
+        labels = np.concatenate([t.labels for (t,) in fold.units])
         assert plain[k] == score(EXPR, labels, decided, np.ones_like(labels, bool)).value
 
 
@@ -158,3 +159,16 @@ def test_predict_frames_returns_the_embedding_behind_each_probability_row(sample
         np.testing.assert_allclose(rows[track.id]["features"], shifted[track.id]["features"], rtol=1e-5, atol=1e-5)
         logits = linear_view(model, torch.from_numpy(rows[track.id]["features"])).logits()
         np.testing.assert_allclose(logits.softmax(dim=-1).numpy(), rows[track.id]["probabilities"], atol=1e-5)
+
+
+def test_cv_personalise_names_the_methods_and_an_unknown_one_is_refused_before_training(tmp_path):
+    from abaw.config import ConfigError, load_config
+    from abaw.cv import run_cv
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: p\nruns_dir: {tmp_path / 'runs'}\ndata: {{root: {tmp_path / 'nowhere'}}}\n")
+    assert load_config(config).cv.personalise == ["t3a", "cap"]
+    assert load_config(config, ["cv.personalise=[]"]).cv.personalise == []
+    with pytest.raises(ConfigError, match=r"cv.personalise: unknown method\(s\) t3b; valid: t3a, cap"):
+        run_cv(load_config(config, ["cv.personalise=[t3b]"]))
+    assert not (tmp_path / "runs").exists()  # refused before a directory or a fold

@@ -49,6 +49,7 @@ def run(sample_root, tmp_path_factory):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = main(["run", str(config)])
     assert status == 0, err.getvalue()[-3000:]
+    (tmp / "run.log").write_text(err.getvalue())
     return tmp, config, out.getvalue()
 
 
@@ -110,3 +111,41 @@ def test_reports_show_per_intensity_r_the_confusion_matrix_and_participant_folds
     for track in tracks[AH]:
         of_participant.setdefault(track.participant, set()).add(folds.fold_of(track))
     assert all(len(f) == 1 for f in of_participant.values())
+
+
+def test_ah_personalisation_is_scored_per_participant_and_predict_follows_cv(run, sample_root):
+    """A/H is a classification of people: CV scores T3A and CaP over each held-out participant's
+    videos; "without" is the head's own decision at 0.5; predict personalises a chosen method's
+    probabilities per test participant, one probability per video."""
+    from abaw.predict import predict
+    from abaw.rundir import load_predictions
+
+    tmp, _, _ = run
+    cv_dir = tmp / "runs" / "v-cv-ah"
+    summary = json.loads((cv_dir / "cv.json").read_text())
+    entry = summary["personalisation"]
+    assert entry["unit"] == "participant" and set(entry["methods"]) == {"t3a", "cap"}
+    for k, value in entry["without"]["folds"].items():
+        assert abs(value - summary["sources"]["fusion"]["folds"][k]) < 1e-9
+    assert "each participant's held-out videos together" in (cv_dir / "report.md").read_text()
+    assert "AH personalisation (offline, parameters chosen on the other folds)" in (tmp / "run.log").read_text()
+    assert "personalisation" not in json.loads((tmp / "runs" / "v-cv-emi" / "cv.json").read_text())
+
+    original = (cv_dir / "cv.json").read_text()
+    try:
+        entry["chosen"] = None
+        (cv_dir / "cv.json").write_text(json.dumps(summary))
+        plain = load_predictions(predict(cv_dir, "test", log=lambda m: None))
+        entry["chosen"], entry["methods"]["t3a"]["params"] = "t3a", {"k": 1, "keep_seeds": False}
+        (cv_dir / "cv.json").write_text(json.dumps(summary))
+        lines = []
+        personalised = load_predictions(predict(cv_dir, "test", log=lines.append))
+    finally:
+        (cv_dir / "cv.json").write_text(original)
+    assert any(line.startswith("personalisation: t3a (offline)") for line in lines)
+    assert set(personalised) == set(plain) == {t.id for t in load_tracks(sample_root, AH, splits=("test",))}
+    for video, arrays in personalised.items():
+        probability = arrays["probabilities"]
+        assert probability.shape == plain[video]["probabilities"].shape == (1, 1) and 0 <= probability[0, 0] <= 1
+        assert "features" not in arrays
+    assert any(not np.allclose(personalised[v]["probabilities"], plain[v]["probabilities"]) for v in plain)

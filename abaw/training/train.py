@@ -340,10 +340,15 @@ def wait_for_main() -> None:
     if not _process_group():
         return
     if _wait_group is None:  # every rank gets here in the same order: creating it is collective
-        seconds = os.environ.get("ABAW_WAIT_FOR_MAIN_S")
-        timeout = datetime.timedelta(seconds=float(seconds)) if seconds else WAIT_FOR_MAIN
-        _wait_group = torch.distributed.new_group(backend="gloo", timeout=timeout)
+        _wait_group = torch.distributed.new_group(backend="gloo", timeout=wait_timeout())
     torch.distributed.barrier(group=_wait_group)
+
+
+def wait_timeout() -> datetime.timedelta:
+    """How long a rank waits for rank 0's work: ``ABAW_WAIT_FOR_MAIN_S`` seconds, else
+    :data:`WAIT_FOR_MAIN`."""
+    seconds = os.environ.get("ABAW_WAIT_FOR_MAIN_S")
+    return datetime.timedelta(seconds=float(seconds)) if seconds else WAIT_FOR_MAIN
 
 
 def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], offset: int = 0,
@@ -370,7 +375,7 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], 
     if get_task(config.train.task).level == "video":  # one row per video, from all its frames
         from abaw.training.video import predict_videos
 
-        return predict_videos(checkpoint, config, tracks, batch_size)
+        return predict_videos(checkpoint, config, tracks, batch_size, features)
     device = pick_device(str(config.train.trainer.get("accelerator", "cpu")))
     module = TaskModule.load_from_checkpoint(checkpoint, map_location="cpu").eval().to(device)
     labels = list(module.hparams["streams"])

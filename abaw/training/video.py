@@ -132,11 +132,13 @@ class VideoTaskModule(TaskModule):
         self._outputs.append([p.detach().float().cpu().numpy() for p in parts])
 
 
-def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: int = 8) -> dict[str, dict]:
+def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: int = 8,
+                   features: bool = False) -> dict[str, dict]:
     """Per video ``probabilities`` (1, output) of a checkpoint from every frame (intensities
-    for EMI, the A/H probability), and ``present`` (1,): whether any frame had a face. The
-    frame-wise prediction's arrays with one row, so CV, post-processing and the fold ensemble
-    treat a video as a track of one row."""
+    for EMI, the A/H probability), and ``present`` (1,): whether any frame had a face; with
+    ``features`` also the video embedding (1, F) (``forward_features``, what test-time
+    personalisation adapts). The frame-wise prediction's arrays with one row, so CV,
+    post-processing and the fold ensemble treat a video as a track of one row."""
     from abaw.extraction import pick_device
 
     device = pick_device(str(config.train.trainer.get("accelerator", "cpu")))
@@ -152,8 +154,13 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
             present = batch["present"]
             inputs = {"streams": {k: v.to(device) for k, v in batch["streams"].items()},
                       "present": {k: v.to(device) for k, v in present.items()}, "mask": batch["mask"].to(device)}
-            values = to_probabilities(module.task, module(inputs)[0]).float().cpu().numpy()
+            streams_in = {label: x.float() for label, x in inputs["streams"].items()}
+            embedded = module.model.forward_features(streams_in, inputs["present"], inputs["mask"])
+            values = to_probabilities(module.task, module.model.forward_head(embedded)).float().cpu().numpy()
+            embedded = embedded.float().cpu().numpy()
             for j, index in enumerate(batch["track"].tolist()):
                 face = bool(present[visual[0]][j].any()) if visual else True
                 results[tracks[index].id] = {"probabilities": values[j:j + 1], "present": np.array([face])}
+                if features:
+                    results[tracks[index].id]["features"] = embedded[j:j + 1]
     return results
