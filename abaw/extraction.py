@@ -321,6 +321,17 @@ def missing_weights(config: Config) -> list[str]:
     return missing
 
 
+def launched_world(devices: int, num_nodes: int) -> tuple[int, int]:
+    """(devices per node, nodes) of the extraction: the configured ones, or, in a process that
+    torchrun started as one rank of several (``WORLD_SIZE`` > 1), the launcher's, so
+    the ranks share the tracks instead of each extracting all of them into the same cache."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return devices, num_nodes
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or world
+    return local, max(1, world // local)
+
+
 def run_extract(config: Config, log: Log | None = None) -> int:
     """Run extraction (distributed when configured); 1 if any track failed."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
@@ -332,12 +343,12 @@ def run_extract(config: Config, log: Log | None = None) -> int:
                           "'Weights for offline use'):\n  " + "\n  ".join(missing))
     extract = config.extract
     rank, world, device, fabric = 0, 1, None, None
-    if extract.devices * extract.num_nodes > 1:
+    devices, num_nodes = launched_world(extract.devices, extract.num_nodes)
+    if devices * num_nodes > 1:
         from lightning.fabric import Fabric
 
         accelerator = "cpu" if pick_device(extract.accelerator).type == "cpu" else "cuda"
-        fabric = Fabric(accelerator=accelerator, devices=extract.devices, num_nodes=extract.num_nodes,
-                        strategy="ddp")
+        fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="ddp")
         fabric.launch()
         rank, world, device = fabric.global_rank, fabric.world_size, fabric.device
     results = extract_all(config, log, rank, world, device)

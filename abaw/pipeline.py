@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from abaw.predict import predict
 from abaw.rundir import SOURCES
 from abaw.submit import submit
 from abaw.tasks import TASKS, Task, get_task
-from abaw.training.train import wait_for_main
+from abaw.training.train import wait_for_main, wait_timeout
 from abaw.videocv import run_video_cv
 
 
@@ -62,6 +63,16 @@ def ensure_dataset(config: Config) -> Path:
         return root
     if not config.data.generate:
         raise DataError(root, "dataset root not found (set data.generate=true to create the sample dataset)")
+    if not is_main_process():
+        # torchrun and SLURM start every rank at once: rank 0 generates, and generate() moves the
+        # dataset into place only when it is complete, so its appearance is the signal.
+        log(f"[1/5] waiting for rank 0 to generate the sample dataset in {root}")
+        deadline = time.monotonic() + wait_timeout().total_seconds()
+        while not (root.exists() and any(root.iterdir())):
+            if time.monotonic() > deadline:
+                raise DataError(root, "rank 0 did not generate the sample dataset within ABAW_WAIT_FOR_MAIN_S")
+            time.sleep(1.0)
+        return root
     from abaw.data.sample import generate
 
     log(f"[1/5] generating the sample dataset in {root}")

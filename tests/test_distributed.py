@@ -155,3 +155,36 @@ def test_the_other_ranks_wait_for_rank_0_past_the_process_group_timeout(tmp_path
     assert result.returncode == 0, result.stderr[-4000:]
     # The two ranks share one stdout: their lines may interleave, so find them rather than split.
     assert sorted(re.findall(r"rank \d sum \d+", result.stdout)) == ["rank 0 sum 2", "rank 1 sum 2"]
+
+
+def test_a_rank_started_with_rank_0_waits_for_the_sample_dataset_rather_than_generating_it(tmp_path, monkeypatch):
+    """torchrun starts every rank at once: only rank 0 generates (two generators would race for
+    the same folder); rank 1 returns once the complete dataset is in place, or names the folder."""
+    import threading
+
+    from abaw.data.records import DataError
+    from abaw.pipeline import ensure_dataset
+
+    root = tmp_path / "sample"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: w\ndata: {{root: {root}, generate: true}}\n")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("ABAW_WAIT_FOR_MAIN_S", "0.5")
+    with pytest.raises(DataError, match="rank 0 did not generate the sample dataset") as error:
+        ensure_dataset(load_config(config))
+    assert str(root) in str(error.value) and not root.exists()  # it generated nothing itself
+
+    def rank_0():  # what generate() does last: the finished folder moved into place
+        building = tmp_path / ".sample.tmp"
+        building.mkdir()
+        (building / "sample_manifest.json").write_text("{}")
+        building.rename(root)
+
+    monkeypatch.setenv("ABAW_WAIT_FOR_MAIN_S", "30")
+    timer = threading.Timer(1.5, rank_0)
+    timer.start()
+    try:
+        assert ensure_dataset(load_config(config)) == root
+    finally:
+        timer.join()
+    assert [p.name for p in root.iterdir()] == ["sample_manifest.json"]

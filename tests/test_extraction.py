@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-import yaml
 
 from abaw.cli import main
 from abaw.extraction import jobs_for
@@ -144,3 +142,22 @@ def test_video_frames_read_in_batches_equal_one_pass():
     batches = [frames(path, np.arange(i, min(i + 32, 472))) for i in range(0, 472, 32)]
     np.testing.assert_array_equal(np.concatenate(batches), whole)
     np.testing.assert_array_equal(frames(path, np.array([100, 101, 300])), whole[[100, 101, 300]])
+
+
+def test_ranks_started_by_torchrun_share_the_tracks_and_write_what_one_process_does(sample_root, tmp_path, extracted):
+    """torchrun starts every rank with extract.devices left at 1: the ranks split the tracks
+    (Fabric on the launcher's world) rather than each extracting everything into one cache."""
+    features = {"voice": FEATURES["voice"]}
+    cache = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "NODE_RANK", "RANK", "WORLD_SIZE")}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             "-m", "abaw", "extract", "--config", str(write_config(tmp_path, sample_root, cache,
+                                                                                   features))],
+                            env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[rank 1]" in result.stderr and result.stdout.count("frame accounting") == 2  # rank 0 reports, once
+    for dataset in ("affwild2", "dvd"):
+        one, two = store_of(sample_root, extracted, dataset, "voice"), store_of(sample_root, cache, dataset, "voice")
+        assert one.tracks() == two.tracks()
+        for track in one.tracks():
+            assert np.array_equal(one.read(track), two.read(track)), (dataset, track)
