@@ -99,12 +99,13 @@ def _cv(args: argparse.Namespace) -> int:
     from abaw.config import load_config
     from abaw.cv import run_cv
     from abaw.rundir import SOURCES
+    from abaw.videocv import run_video_cv
 
     config = load_config(args.config, list(args.overrides))
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
-    if get_task(config.train.task).level == "video":  # EMI, A/H: the same protocol, a report about videos
-        from abaw.videocv import run_video_cv as run_cv
-    run_dir, summary = run_cv(config, folds)
+    # EMI, A/H: the same protocol, and a report about videos
+    cross_validate = run_video_cv if get_task(config.train.task).level == "video" else run_cv
+    run_dir, summary = cross_validate(config, folds)
     if not is_main_process():
         return 0
     if summary is None:

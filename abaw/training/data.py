@@ -11,7 +11,6 @@ import hashlib
 import resource
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 import numpy as np
