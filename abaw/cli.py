@@ -128,7 +128,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from abaw.submit import submit
 
-    for path in submit(args.run, args.out, args.split, args.format):
+    for path in submit(args.run, args.out, args.split, args.format, args.probabilities):
         print(f"wrote {path}")
     return 0
 
@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the split abaw predict wrote predictions for (default: %(default)s)")
     p.add_argument("--format", default="per-task", choices=["per-task", "per-track"],
                    help="Aff-Wild2: one file per task (6th edition on) or one per track (before)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="A/H: video_path,p0,p1,pred (the fold ensemble's class probabilities) instead of video_path,pred")
     p.set_defaults(handler=_submit)
 
     p = commands.add_parser("run", help="run the whole workflow from a config file")

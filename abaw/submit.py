@@ -30,10 +30,12 @@ def submission_rows(tracks: list[Track], predictions: dict[str, dict[str, np.nda
     return rows
 
 
-def submit_videos(task: Task, tracks: list[Track], predictions: dict[str, dict[str, np.ndarray]], out: Path) -> Path:
+def submit_videos(task: Task, tracks: list[Track], predictions: dict[str, dict[str, np.ndarray]], out: Path,
+                  probabilities: bool = False) -> Path:
     """``EMI.csv`` (the split file's header and column order, one row per video, the clipped
-    intensities) or ``AH.txt`` (``video_path,pred``, the tuned threshold's decision), every
-    video named as its split file lists it."""
+    intensities) or ``AH.txt`` (``video_path,pred``, the tuned threshold's decision; with
+    ``probabilities`` ``video_path,p0,p1,pred``, p1 the fold ensemble's A/H probability),
+    every video named as its split file lists it."""
     missing = [t.id for t in tracks if t.id not in predictions]
     if missing:
         raise DataError(tracks[0].source, f"no prediction for video(s) {', '.join(missing[:5])}; run abaw predict")
@@ -43,26 +45,33 @@ def submit_videos(task: Task, tracks: list[Track], predictions: dict[str, dict[s
         header = tracks[0].source.read_text(encoding="utf-8-sig").splitlines()[0].split(",")
         header = tuple(h.strip() for h in header) if len(header) == len(task.submission_header) else task.submission_header
         return write_emi(out / "EMI.csv", names, values, header)
-    return write_ah(out / f"{task.name.upper()}.txt", names, values[:, 0])
+    both = None
+    if probabilities:
+        p1 = np.concatenate([predictions[t.id]["probabilities"][:, 0] for t in tracks]).astype(np.float64)
+        both = np.stack([1.0 - p1, p1], axis=1)
+    return write_ah(out / f"{task.name.upper()}.txt", names, values[:, 0], both)
 
 
-def submit(run_dir: str | Path, out: str | Path, split: str = "test", layout: str = "per-task") -> list[Path]:
+def submit(run_dir: str | Path, out: str | Path, split: str = "test", layout: str = "per-task",
+           probabilities: bool = False) -> list[Path]:
     """Write the submission of a CV run's task into ``out``; returns the files written.
 
     Aff-Wild2: ``<TASK>.txt`` with the template's rows in its order (``per-task``), or
     ``<TASK>/<track>.txt`` files (``per-track``, up to the 5th edition). DVD: one CSV per
     video copying its template's header and rows, and ``VD.zip`` holding them flat. EMI and
-    A/H: one file of one row per video (:func:`submit_videos`).
+    A/H: one file of one row per video (:func:`submit_videos`; ``probabilities``: A/H only).
     """
     cv, out = CVDir(run_dir), Path(out)
     config = cv.config()
     task = get_task(config.train.task)
+    if probabilities and task.name != "ah":
+        raise ValueError(f"--probabilities: only the A/H file has probability columns, not {task.name.upper()}'s")
     split = split_name(split)
     warn_in_sample(split, lambda message: print(message, file=sys.stderr, flush=True))
     predictions = cv.predictions(split)
     tracks = load_tracks(config.data.root, task, splits=(split,))
     if task.level == "video":
-        return [submit_videos(task, tracks, predictions, out)]
+        return [submit_videos(task, tracks, predictions, out, probabilities)]
     rows = submission_rows(tracks, predictions)
     expected = {t.id: t.frames for t in tracks}
     if task.dataset == "dvd":

@@ -18,7 +18,7 @@ from abaw.data import dataset_key, load_tracks
 from abaw.extraction import feature_store, jobs_for
 from abaw.folds import ensure_folds
 from abaw.tasks import AH, EMI
-from submissions.videolevel import check_videos, read_video_submission
+from submissions.videolevel import check_videos, read_video_submission, video_key
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = {"extractor": "text", "config": {"model_type": "bert", "vocab_size": 260, "hidden_size": 32,
@@ -112,6 +112,25 @@ def test_reports_show_per_intensity_r_the_confusion_matrix_and_participant_folds
         of_participant.setdefault(track.participant, set()).add(folds.fold_of(track))
     assert all(len(f) == 1 for f in of_participant.values())
 
+
+
+def test_ah_submission_can_carry_the_ensembles_probabilities(run, sample_root, tmp_path, capsys):
+    from abaw.rundir import load_predictions
+
+    runs = run[0] / "runs"
+    assert main(["submit", "--run", str(runs / "v-cv-ah"), "--out", str(tmp_path), "--probabilities"]) == 0
+    path = tmp_path / "AH.txt"
+    assert path.read_text().splitlines()[0] == "video_path,p0,p1,pred"
+    rows = read_video_submission(path, AH)
+    predicted = load_predictions(runs / "v-cv-ah" / "predictions-test.npz")
+    plain = read_video_submission(runs / "v-submission" / "AH.txt", AH)
+    for track in load_tracks(sample_root, AH, splits=("test",)):
+        row = rows[video_key(AH, track.listed_as)]
+        p1 = float(predicted[track.id]["probabilities"][0, 0])
+        assert row.probabilities == pytest.approx([1 - p1, p1], abs=1e-6)
+        assert row.values[0] == plain[video_key(AH, track.listed_as)].values[0]  # the same decision
+    assert main(["submit", "--run", str(runs / "v-cv-emi"), "--out", str(tmp_path / "e"), "--probabilities"]) == 1
+    assert "only the A/H file has probability columns" in capsys.readouterr().err
 
 def test_ah_personalisation_is_scored_per_participant_and_predict_follows_cv(run, sample_root):
     """A/H is a classification of people: CV scores T3A and CaP over each held-out participant's
