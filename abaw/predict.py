@@ -18,6 +18,7 @@ from abaw.postprocess import apply
 from abaw.rundir import CVDir, config_hash
 from abaw.score import normalise_split
 from abaw.tasks import Task, get_task
+from abaw.training.data import features_digest, head_features, open_streams
 from abaw.training.train import predict_frames
 
 AVERAGED = ("probabilities", "fallback")
@@ -79,13 +80,6 @@ def chosen_personalisation(summary: dict | None, log) -> tuple[str | None, dict]
     return method, dict(result["params"])
 
 
-def folds_tracks(config, task: Task):
-    """The labelled tracks the fold models were trained on (for ``cap``'s source bank)."""
-    _, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
-                             seed=config.folds.seed)
-    return tracks[task]
-
-
 def personalise_fold(predictions: dict[str, dict[str, np.ndarray]], views, method: str, params: dict) -> None:
     """Replace one fold model's ``probabilities`` of each track by those of its personalised
     logits (offline, per unit: a track, or an A/H participant's videos; face-present frames only
@@ -121,9 +115,12 @@ def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
     if not tracks:
         raise DataError(Path(config.data.root), f"no {split} tracks for {task.name.upper()}")
     warn_in_sample(split, log)
-    # Every fold trained under the configuration the directory holds, or a refusal naming them.
-    folds, _ = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k, seed=config.folds.seed)
-    checkpoints = cv.checkpoints(config.folds.k, config_hash(config, folds))
+    # Every fold trained under the configuration the directory holds and from the features the
+    # cache holds now (as abaw cv checks them), or a refusal naming them.
+    folds, trained = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
+                                  seed=config.folds.seed)
+    streams = open_streams(config, task.dataset, head_features(config))
+    checkpoints = cv.checkpoints(config.folds.k, config_hash(config, folds), features_digest(streams, trained[task]))
     params = cv.postprocess()
     if config.cv.ensemble not in ENSEMBLES:
         raise ValueError(f"cv.ensemble={config.cv.ensemble!r}: choose one of {', '.join(ENSEMBLES)}")
@@ -133,7 +130,7 @@ def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
     for k, checkpoint in enumerate(checkpoints):
         fold_predictions = predict_frames(checkpoint, config, tracks, features=method is not None)
         if method is not None:
-            training = ([t for t in folds_tracks(config, task) if folds.fold_of(t) != k]
+            training = ([t for t in trained[task] if folds.fold_of(t) != k]
                         if METHODS[method].uses_source else [])
             personalise_fold(fold_predictions, fold_views(config, checkpoint, tracks, training, fold_predictions),
                              method, method_params)

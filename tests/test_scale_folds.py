@@ -79,6 +79,10 @@ def test_done_folds_are_reused_until_the_features_they_read_change(tmp_path, sam
     assert "do not match the dataset" in capsys.readouterr().err
     # Extracted again, with other numbers: every fold read that track, so every fold is retrained.
     store.write(job.id, features + 1.0, valid, inputs=inputs)
+    # predict refuses fold models trained on the features as they were, as cv does.
+    assert main(["predict", "--run", str(cv_dir)]) == 1
+    assert "fold(s) 0, 1 trained under another configuration or from features extracted again since" in \
+        capsys.readouterr().err
     assert main(["cv", "--config", str(path)]) == 0
     assert capsys.readouterr().err.count("its features were extracted again since, training again") == 2
     assert all((cv_dir / f"fold{k}" / "done.json").stat().st_mtime_ns != done[k] for k in (0, 1))
