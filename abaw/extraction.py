@@ -321,14 +321,22 @@ def missing_weights(config: Config) -> list[str]:
     return missing
 
 
+# What torchrun (torch elastic) sets in every process it starts, as Lightning detects it. Lightning's
+# own ddp launcher sets WORLD_SIZE and LOCAL_RANK but not these: its rank processes start only
+# once rank 0 is inside the first fit, long after extraction, and must not extract again.
+TORCHRUN_VARIABLES = ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+
+
 def launched_world(devices: int, num_nodes: int) -> tuple[int, int]:
     """(devices per node, nodes) of the extraction: the configured ones, or, in a process that
-    torchrun started as one rank of several (``WORLD_SIZE`` > 1), the launcher's, so
-    the ranks share the tracks instead of each extracting all of them into the same cache."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    torchrun started as one rank of several, the launcher's (``LOCAL_WORLD_SIZE``,
+    ``WORLD_SIZE``), so the ranks share the tracks instead of each extracting all of them into
+    the same cache."""
+    if not all(name in os.environ for name in TORCHRUN_VARIABLES):
+        return devices, num_nodes
+    world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ["LOCAL_WORLD_SIZE"])
     if world <= 1:
         return devices, num_nodes
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or world
     return local, max(1, world // local)
 
 
