@@ -369,6 +369,11 @@ def run_extract(config: Config, log: Log | None = None) -> int:
         gathered: list = [None] * world
         torch.distributed.all_gather_object(gathered, failed)
         failed = {key: {k: v for part in gathered for k, v in part[key].items()} for key in failed}
+        if all(name in os.environ for name in TORCHRUN_VARIABLES):
+            # A torchrun rank exits when this command does: a process group left alive then
+            # aborts it at exit (gloo's threads still joinable), which torchrun reports as failed.
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
     if rank != 0:
         return 0
     shown: set[str] = set()
