@@ -258,11 +258,9 @@ def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training
     ``linear_view``; ``predicted`` may already hold some tracks' arrays (with ``features``),
     which are not predicted again. The source bank groups the training tracks by person
     (:func:`person_of`); no training tracks, no source bank (``cap`` then runs without)."""
-    from abaw.training.module import TaskModule
-    from abaw.training.video import VideoTaskModule
+    from abaw.training.video import module_class
 
-    module_class = VideoTaskModule if get_task(config.train.task).level == "video" else TaskModule
-    model = module_class.load_from_checkpoint(checkpoint, map_location="cpu").eval().model
+    model = module_class(get_task(config.train.task)).load_from_checkpoint(checkpoint, map_location="cpu").eval().model
     predicted = dict(predicted or {})
     missing = [t for t in held_out + training if "features" not in predicted.get(t.id, {})]
     if missing:
@@ -273,8 +271,9 @@ def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training
 
     source = None
     if training:
-        source = build_source([view((t,)).z for t in training], [torch.from_numpy(class_indices(t)) for t in training],
-                              [person_of(t) for t in training], view((training[0],)).weight.shape[0])
+        trained = [view((t,)) for t in training]
+        source = build_source([v.z for v in trained], [torch.from_numpy(class_indices(t)) for t in training],
+                              [person_of(t) for t in training], trained[0].weight.shape[0])
     units = personalisation_units(held_out)
     masks = [torch.from_numpy(np.concatenate([predicted[t.id]["present"] for t in unit]).astype(bool)) for unit in units]
     return FoldViews(units, [view(unit) for unit in units], masks, source)

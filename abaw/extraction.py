@@ -165,16 +165,16 @@ def _job(folder: Path, track_id: str, rows: int, video: Path | None, crop_dir: P
     return Job(track_id, rows, video, crop_dir if faces == "crops" else None, present, faces, inputs, boxes)
 
 
-def face_finder(config: Config, device: torch.device | None = None) -> tuple[DetectorSpec, TrackerSpec, FaceFinder]:
-    """The configured detector and tracker settings and a finder using them (overrides read)."""
+def face_finder(config: Config, device: torch.device | None = None) -> FaceFinder:
+    """A finder with the configured detector and tracker settings (overrides read)."""
     extract = config.extract
     try:
         detector, tracker = DetectorSpec(**extract.detector), TrackerSpec(**extract.tracker)
     except TypeError as e:
         raise ConfigError(f"extract.detector / extract.tracker: {e}") from e
     overrides = read_overrides(extract.face_overrides) if extract.face_overrides else {}
-    return detector, tracker, FaceFinder(detector, tracker, overrides, Path(extract.cache) / "detections",
-                                         device or pick_device(extract.accelerator))
+    return FaceFinder(detector, tracker, overrides, Path(extract.cache) / "detections",
+                      device or pick_device(extract.accelerator))
 
 
 def faces_of_tracks(config: Config, dataset: str, create: bool = False) -> FeatureStore:
@@ -189,7 +189,7 @@ def fill_faces(config: Config, dataset: str, log: Log, rank: int = 0, world: int
     tracks (both sides of a video in one share), into the faces stream; failed track -> error."""
     if dataset == "dvd":
         raise ConfigError("extract.faces.dvd=detected: DVD frames are scenes; use frame (whole scenes) or none")
-    _, _, finder = face_finder(config, device)
+    finder = face_finder(config, device)
     store = faces_of_tracks(config, dataset, create=True)
     folder = dataset_folder(config.data.root, dataset)
     tracks = [FaceTrack(track_id, rows, track.video_path, Path(os.path.relpath(track.video_path, folder)).as_posix())
@@ -331,12 +331,17 @@ def missing_weights(config: Config) -> list[str]:
 TORCHRUN_VARIABLES = ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
 
+def started_by_torchrun() -> bool:
+    """True in a process torchrun started (see :data:`TORCHRUN_VARIABLES`)."""
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+
+
 def launched_world(devices: int, num_nodes: int) -> tuple[int, int]:
     """(devices per node, nodes) of the extraction: the configured ones, or, in a process that
     torchrun started as one rank of several, the launcher's (``LOCAL_WORLD_SIZE``,
     ``WORLD_SIZE``), so the ranks share the tracks instead of each extracting all of them into
     the same cache."""
-    if not all(name in os.environ for name in TORCHRUN_VARIABLES):
+    if not started_by_torchrun():
         return devices, num_nodes
     world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ["LOCAL_WORLD_SIZE"])
     if world <= 1:
@@ -369,7 +374,7 @@ def run_extract(config: Config, log: Log | None = None) -> int:
         gathered: list = [None] * world
         torch.distributed.all_gather_object(gathered, failed)
         failed = {key: {k: v for part in gathered for k, v in part[key].items()} for key in failed}
-        if all(name in os.environ for name in TORCHRUN_VARIABLES):
+        if started_by_torchrun():
             # A torchrun rank exits when this command does: a process group left alive then
             # aborts it at exit (gloo's threads still joinable), which torchrun reports as failed.
             torch.distributed.barrier()

@@ -110,10 +110,14 @@ class VideoTaskModule(TaskModule):
         options = {"mse": 0.3, "pearson": 0.7, **(loss or {})}
         self.criterion = VideoLoss(self.task, options["mse"], options["pearson"])
 
+    def embed(self, batch: dict) -> torch.Tensor:
+        """(B, F) video embeddings of a batch of videos (the model's ``forward_features``)."""
+        streams = {label: x.float() for label, x in batch["streams"].items()}
+        return self.model.forward_features(streams, batch["present"], batch["mask"])
+
     def forward(self, batch: dict) -> tuple[torch.Tensor, None]:
         """(B, output) of the model for a batch of videos (no fallback MLP at video level)."""
-        streams = {label: x.float() for label, x in batch["streams"].items()}
-        return self.model(streams, batch["present"], batch["mask"]), None
+        return self.model.forward_head(self.embed(batch)), None
 
     def _loss(self, batch: dict) -> torch.Tensor:
         output, _ = self(batch)
@@ -130,6 +134,11 @@ class VideoTaskModule(TaskModule):
         tracks = batch["track"]
         parts = [tracks, torch.zeros_like(tracks), to_probabilities(self.task, output), batch["labels"], batch["valid"]]
         self._outputs.append([p.detach().float().cpu().numpy() for p in parts])
+
+
+def module_class(task: Task) -> type[TaskModule]:
+    """The LightningModule class that trains (and so loads a checkpoint of) ``task``."""
+    return VideoTaskModule if task.level == "video" else TaskModule
 
 
 def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: int = 8,
@@ -154,8 +163,7 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
             present = batch["present"]
             inputs = {"streams": {k: v.to(device) for k, v in batch["streams"].items()},
                       "present": {k: v.to(device) for k, v in present.items()}, "mask": batch["mask"].to(device)}
-            streams_in = {label: x.float() for label, x in inputs["streams"].items()}
-            embedded = module.model.forward_features(streams_in, inputs["present"], inputs["mask"])
+            embedded = module.embed(inputs)
             values = to_probabilities(module.task, module.model.forward_head(embedded)).float().cpu().numpy()
             embedded = embedded.float().cpu().numpy()
             for j, index in enumerate(batch["track"].tolist()):
