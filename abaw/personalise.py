@@ -26,7 +26,7 @@ equivalent (:func:`two_class`). For A/H, a "track" is a participant's videos, on
 (the video embedding): one video alone gives a single row, nothing to adapt from.
 
 Entry points: :func:`personalise` (model + features of one track), :func:`personalise_view`
-(an already computed view), :func:`build_source` (the training side of ``cap``),
+(an already computed view), :func:`view_of_rows` (a view from the z rows prediction kept), :func:`build_source` (the training side of ``cap``),
 :data:`METHODS`, :func:`param_grid` and :func:`check_params` for out-of-fold selection.
 """
 
@@ -68,7 +68,23 @@ def linear_view(model, features: torch.Tensor) -> LinearView:
         if features.shape[0] != 1:
             raise ValueError(f"linear_view takes one track, (T, F) or (1, T, F); got {tuple(features.shape)}")
         features = features[0]
-    z, weight, bias = model.linear_view(features.float())
+    return _as_view(*model.linear_view(features.float()))
+
+
+@torch.no_grad()
+def view_of_rows(model, z: torch.Tensor) -> LinearView:
+    """The view of z rows a prediction already computed (``predict_frames(..., features=True)``
+    keeps them as ``view``) with the model's last linear map, which is the same for every input."""
+    if model.training:
+        raise ValueError("view_of_rows: call model.eval() first")
+    device = next(model.parameters()).device
+    _, weight, bias = model.linear_view(torch.zeros(1, model.feature_dim, device=device))
+    if z.dim() != 2 or z.shape[1] != weight.shape[1]:
+        raise ValueError(f"view_of_rows: z must be (T, {weight.shape[1]}), got {tuple(z.shape)}")
+    return _as_view(z, weight, bias)
+
+
+def _as_view(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> LinearView:
     view = LinearView(z.float().cpu(), weight.detach().float().cpu(), bias.detach().float().cpu())
     return two_class(view) if view.weight.shape[0] == 1 else view
 
@@ -159,17 +175,6 @@ class _Moves:
             out.index_add_(0, self.left_at[inside] - start, self.unit(self.left[inside], z, seeds), alpha=-1)
         return out
 
-    def total(self, z: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """(C, D) Σ_t hot_t δ_t, as products with z (no (T, D) temporary)."""
-        rows, classes = z.shape[0], self.hot.shape[1]
-        weights = self.hot * self.scale[:, None]  # (T, C): what each frame added to which class
-        owner = self.hot[self.left_at].argmax(dim=1)
-        gone = self.left < rows
-        weights.index_put_((self.left[gone], owner[gone]), -self.inverse[self.left[gone]], accumulate=True)
-        seeds_gone = torch.zeros(classes).index_put_((owner[~gone],), torch.ones(int((~gone).sum())),
-                                                     accumulate=True)
-        return weights.T @ z - seeds_gone[:, None] * seeds
-
 
 def _moves(changes: list[tuple[int, int, int]], rows: int, norms: torch.Tensor, classes: int) -> _Moves:
     """:class:`_Moves` from :func:`_lowest_stream`'s changes; ids ≥ T are seeds (T + c)."""
@@ -213,16 +218,52 @@ def t3a(view: LinearView, k: int | str | None = 20, mode: str = "offline", keep_
     predicted = torch.where(_frames_mask(mask, rows), logits.argmax(dim=-1).cpu(), -1)
     norms = z.norm(dim=-1).clamp_min(1e-12)  # supports by id: frames 0..T-1, seed c at T + c
     seeds = F.normalize(weight, dim=-1)  # each class's sum before frame 0: its seed (kept, or competing)
+    compete = k is not None and not keep_seeds
+    seed_entropy = entropy(view.logits(weight))
+    if mode == "offline":
+        return z @ F.normalize(_final_sums(z, norms, seeds, predicted, entropy(logits), seed_entropy, k, compete),
+                               dim=-1).T
     if k is None:  # every frame joins, none leaves: no heap needed
         changes = [(t, c, -1) for t, c in enumerate(predicted.tolist()) if c >= 0]
     else:
-        seed_entropy = entropy(view.logits(weight)).tolist()
-        initial = [] if keep_seeds else [(c, seed_entropy[c], rows + c) for c in range(classes)]
+        initial = [(c, key, rows + c) for c, key in enumerate(seed_entropy.tolist())] if compete else []
         changes = _lowest_stream(entropy(logits).tolist(), predicted.tolist(), k, classes, initial)
-    moves = _moves(changes, rows, norms, classes)
-    if mode == "offline":
-        return z @ F.normalize(seeds + moves.total(z, seeds), dim=-1).T
-    return _prototype_logits_online(z, seeds, moves, changes, block)
+    return _prototype_logits_online(z, seeds, _moves(changes, rows, norms, classes), changes, block)
+
+
+def _lowest_final(classes: torch.Tensor, keys: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Indices of the items :func:`_lowest_stream` ends with, items in arrival order: per class
+    (< 0: never enters) the ``size`` lowest keys (None: all), ties to the earlier item; grouped
+    by class, ascending key. One sort instead of a pass, where only the end matters (offline)."""
+    order = keys.argsort(stable=True)  # by key, ties in arrival order
+    order = order[classes[order].argsort(stable=True)]  # then by class
+    grouped = classes[order]
+    keep = grouped >= 0
+    if size is not None:
+        keep &= torch.arange(len(order)) - torch.searchsorted(grouped, grouped) < size
+    return order[keep]
+
+
+def _final_sums(z: torch.Tensor, norms: torch.Tensor, seeds: torch.Tensor, predicted: torch.Tensor,
+                keys: torch.Tensor, seed_keys: torch.Tensor, k: int | None, compete: bool) -> torch.Tensor:
+    """(C, D) sum of each class's unit supports at the end of the track: the sets
+    :func:`_lowest_stream` ends with (per class the ``k`` lowest keys, ties to the earlier item,
+    the seeds first), found by one sort instead of a pass. ``compete``: the seeds are items like
+    the frames; otherwise every seed is kept besides the frames."""
+    classes = seeds.shape[0]
+    frames = (predicted >= 0).nonzero().flatten()
+    if compete:  # items: the seeds (time -1, so first), then the frames in time order
+        item_class, item_key = torch.cat([torch.arange(classes), predicted[frames]]), torch.cat([seed_keys, keys[frames]])
+    else:
+        item_class, item_key = predicted[frames], keys[frames]
+    kept = _lowest_final(item_class, item_key, k)
+    sums = torch.zeros_like(seeds) if compete else seeds.clone()
+    seed_items = kept < classes if compete else torch.zeros(len(kept), dtype=torch.bool)
+    sums[kept[seed_items]] += seeds[kept[seed_items]]
+    chosen = frames[kept[~seed_items] - (classes if compete else 0)]
+    weights = torch.zeros(z.shape[0], classes)  # (T, C): 1/|z_t| where frame t is kept under its class
+    weights[chosen, predicted[chosen]] = 1 / norms[chosen]
+    return sums.addmm_(weights.T, z)  # one product: no (T, D) temporary of unit vectors
 
 
 def _prototype_logits_online(z: torch.Tensor, seeds: torch.Tensor, moves: _Moves,

@@ -115,6 +115,17 @@ def test_t3a_online_by_hand():
     assert torch.allclose(t3a(HAND, k=1, mode="online"), expected, atol=1e-6)
 
 
+def test_t3a_ties_in_entropy_keep_the_earlier_frame_in_both_modes():
+    # W = [e0, e1] in 3-d: frames 0 and 1 have the same logits (2, 0), so the same entropy, but
+    # differ off the classifier's plane; with k=1 class 0 keeps frame 0 (the earlier), class 1
+    # its seed. Online, the last frame then sees the same supports as offline.
+    view = LinearView(torch.tensor([[2.0, 0.0, 1.0], [2.0, 0.0, -1.0]]), torch.eye(3)[:2], torch.zeros(2))
+    weights = torch.stack([unit(2, 0, 1), unit(0, 1, 0)])
+    offline = t3a(view, k=1, mode="offline")
+    assert torch.allclose(offline, view.z @ weights.T, atol=1e-6)
+    assert torch.allclose(t3a(view, k=1, mode="online")[-1], offline[-1], atol=1e-6)
+
+
 def test_t3a_masked_frames_never_become_supports():
     mask = torch.tensor([False, True, True, True])  # frame 0 may not join: class 0 keeps its seed (k=1)
     weights = torch.stack([unit(1, 0), unit(0.5, 3)])
