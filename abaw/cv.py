@@ -27,7 +27,7 @@ from abaw.data import resolve_tasks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
 from abaw.metrics import score
-from abaw.personalise import METHODS, LinearView, SourceBank, build_source, linear_view, param_grid, personalise_view
+from abaw.personalise import METHODS, LinearView, SourceBank, build_source, param_grid, personalise_view, view_of_rows
 from abaw.postprocess import PostParams, TrackOutput, apply, tune
 from abaw.report import write_report
 from abaw.rundir import SOURCES, CVDir, config_hash, source_values
@@ -154,9 +154,11 @@ def summarise(config: Config, cv: CVDir, log=None, features: str | None = None) 
     summary, pooled, final = nested_postprocess(task, per_fold, config.cv.search)
     summary["primary"] = config.cv.primary
     if personalised(task) and config.cv.personalise:  # EXPR, A/H
-        entry = score_personalisation(config, task, checkpoints, folds, tracks[task], log)
-        if entry is not None:
-            summary["personalisation"] = entry
+        scored = score_personalisation(config, task, checkpoints, folds, tracks[task], log)
+        if scored is not None:
+            summary["personalisation"], views = scored
+            final = personalised_postprocess(config, task, summary["personalisation"], views, oof, per_fold,
+                                             summary["post"], log) or final
     summary["sources"] = source_scores(task, {k: held for k, (held, _) in per_fold.items()}, oof)
     cv.save_postprocess(final)
     summary["postprocess"] = final.to_json()
@@ -252,22 +254,22 @@ def class_indices(track: Track) -> np.ndarray:
 
 def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training: list[Track],
                predicted: dict[str, dict[str, np.ndarray]] | None = None) -> FoldViews:
-    """One fold's :class:`FoldViews`: ``forward_features`` rows of every track from
-    :func:`~abaw.training.train.predict_frames` (the same windows as the out-of-fold
-    probabilities; a video's embedding at video level), through the checkpoint's
-    ``linear_view``; ``predicted`` may already hold some tracks' arrays (with ``features``),
-    which are not predicted again. The source bank groups the training tracks by person
+    """One fold's :class:`FoldViews`: the linear-view rows of every track that
+    :func:`~abaw.training.train.predict_frames` keeps with ``features=True`` (the same windows
+    as the out-of-fold probabilities; a video's one row at video level), with the checkpoint's
+    last linear map; ``predicted`` may already hold some tracks' arrays (with ``view``), which
+    are not predicted again. The source bank groups the training tracks by person
     (:func:`person_of`); no training tracks, no source bank (``cap`` then runs without)."""
     from abaw.training.video import module_class
 
     model = module_class(get_task(config.train.task)).load_from_checkpoint(checkpoint, map_location="cpu").eval().model
     predicted = dict(predicted or {})
-    missing = [t for t in held_out + training if "features" not in predicted.get(t.id, {})]
+    missing = [t for t in held_out + training if "view" not in predicted.get(t.id, {})]
     if missing:
         predicted.update(predict_frames(checkpoint, config, missing, features=True))
 
     def view(unit: tuple[Track, ...]) -> LinearView:
-        return linear_view(model, torch.from_numpy(np.concatenate([predicted[t.id]["features"] for t in unit])))
+        return view_of_rows(model, torch.from_numpy(np.concatenate([predicted[t.id]["view"] for t in unit])))
 
     source = None
     if training:
@@ -279,10 +281,36 @@ def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training
     return FoldViews(units, [view(unit) for unit in units], masks, source)
 
 
+def personalised_predictions(predictions: dict[str, dict[str, np.ndarray]], views: FoldViews, method: str,
+                             params: dict) -> dict[str, dict[str, np.ndarray]]:
+    """One fold model's predictions of ``views``' tracks with ``probabilities`` replaced by those
+    of its personalised logits (offline, per unit: a track, or an A/H participant's videos;
+    face-present frames only in the caches), as CV scores it and ``predict`` applies it. The
+    other arrays (the fallback MLP's included) stay the model's own, ``view`` (an embedding,
+    not a prediction) is dropped, and a one-logit head (A/H) keeps one probability, class 1's."""
+    out = {track_id: {name: a for name, a in arrays.items() if name != "view"}
+           for track_id, arrays in predictions.items()}
+    for unit, view, mask in zip(views.units, views.views, views.masks):
+        logits = personalise_view(method, view, params, "offline", views.source, mask)
+        probabilities = torch.softmax(logits.double(), dim=-1).float().numpy()
+        start = 0
+        for track in unit:
+            arrays = out[track.id]
+            rows = len(arrays["probabilities"])
+            kept = probabilities[start:start + rows]
+            arrays["probabilities"] = kept[:, 1:] if arrays["probabilities"].shape[1] == 1 else kept
+            start += rows
+        if start != len(probabilities):
+            raise ValueError(f"personalised_predictions: the view of {unit[0].id} has {len(probabilities)} rows, "
+                             f"its predictions {start}")
+    return out
+
+
 def score_personalisation(config: Config, task: Task, checkpoints: list[Path], folds, tracks: list[Track],
-                          log) -> dict | None:
+                          log) -> tuple[dict, dict[int, FoldViews]] | None:
     """The ``"personalisation"`` entry of ``cv.json`` (:func:`nested_personalisation`) for a
-    frame-wise multiclass task, logged with its cost; None, logged, where it does not apply:
+    classification task, logged with its cost, and the fold views it was scored on; None,
+    logged, where it does not apply:
     the primary source is not the fusion head it adapts, or the model has no exact linear view.
     It is an extra of the summary, so it never stops one."""
     name = task.name.upper()
@@ -304,7 +332,43 @@ def score_personalisation(config: Config, task: Task, checkpoints: list[Path], f
         f"{entry['without']['mean']:.4f}; " + "; ".join(f"{m} {r['mean']:.4f} ({r['gain']:+.4f})"
                                                       for m, r in entry["methods"].items())
         + f"; {time.perf_counter() - started:.1f} s")
-    return entry
+    return entry, views
+
+
+def personalised_postprocess(config: Config, task: Task, entry: dict, views: dict[int, FoldViews],
+                             oof: dict[int, dict], per_fold: dict[int, tuple[list[Track], list[TrackOutput]]],
+                             without: dict, log) -> PostParams | None:
+    """Score the chosen personalisation as ``predict`` runs it, post-processing included: fold
+    k's held-out tracks personalised with the parameters chosen on the other folds, then
+    post-processed with parameters tuned on the other folds' personalised predictions
+    (:func:`nested_postprocess`). Records ``entry["post"]`` (mean ± std with it, ``without``
+    the plain post-processed ones, the gain); the method stays ``chosen`` only if it gains
+    there too, since the submission is post-processed. Returns the post-processing tuned on
+    every fold's personalised predictions, for ``postprocess.json`` (``predict`` then applies
+    both), or None when nothing is chosen.
+
+    Fold j's personalisation parameters, chosen on the folds other than j, saw fold k's labels;
+    so fold k's post-processing is tuned on predictions one selection step away from its own
+    labels (a grid of a few parameter sets): close to, not exactly, a nested estimate."""
+    method = entry["chosen"]
+    if method is None:
+        return None
+    personalised_folds = {}
+    for k, (held_out, _) in per_fold.items():
+        arrays = personalised_predictions({t.id: oof[k][t.id] for t in held_out}, views[k], method,
+                                          entry["methods"][method]["folds"][k]["params"])
+        personalised_folds[k] = (held_out, [track_output(arrays[t.id], config.cv.primary, config.cv.secondary)
+                                            for t in held_out])
+    result, _, final = nested_postprocess(task, personalised_folds, config.cv.search)
+    gain = result["post"]["mean"] - without["mean"]
+    entry["post"] = {"method": method, "without": without, "with": result["post"],
+                     "folds": {k: f["post"] for k, f in result["folds"].items()}, "gain": gain}
+    log(f"{task.name.upper()} {method} then post-processing: {result['post']['mean']:.4f} vs {without['mean']:.4f} "
+        f"post-processed without it ({gain:+.4f})" + ("" if gain > 0 else f"; {method} is not applied to the test set"))
+    if gain <= 0:
+        entry["chosen"] = None
+        return None
+    return final
 
 
 def personalisation_scores(task: Task, folds: dict[int, FoldViews], methods=METHODS,

@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from abaw.cv import fold_views, track_output
+from abaw.cv import fold_views, personalised_predictions, track_output
 from abaw.data import load_tracks
 from abaw.data.records import DataError
 from abaw.folds import ensure_folds
-from abaw.personalise import METHODS, personalise_view
+from abaw.personalise import METHODS
 from abaw.postprocess import apply
 from abaw.rundir import CVDir, config_hash
 from abaw.score import normalise_split
@@ -80,32 +79,14 @@ def chosen_personalisation(summary: dict | None, log) -> tuple[str | None, dict]
     return method, dict(result["params"])
 
 
-def personalise_fold(predictions: dict[str, dict[str, np.ndarray]], views, method: str, params: dict) -> None:
-    """Replace one fold model's ``probabilities`` of each track by those of its personalised
-    logits (offline, per unit: a track, or an A/H participant's videos; face-present frames only
-    in the caches), as CV scored it; the other arrays (the fallback MLP's included) stay the
-    model's own. A one-logit head (A/H) keeps its one probability, that of class 1."""
-    for unit, view, mask in zip(views.units, views.views, views.masks):
-        logits = personalise_view(method, view, params, "offline", views.source, mask)
-        probabilities = torch.softmax(logits.double(), dim=-1).float().numpy()
-        start = 0
-        for track in unit:
-            arrays = predictions[track.id]
-            rows = len(arrays["features"])
-            kept = probabilities[start:start + rows]
-            arrays["probabilities"] = kept[:, 1:] if arrays["probabilities"].shape[1] == 1 else kept
-            start += rows
-            del arrays["features"]  # the embedding is not a prediction: not saved
-
-
 def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
     """Average the fold models over ``split``'s tracks, apply ``postprocess.json`` and save
     ``predictions-<split>.npz`` (per track: averaged arrays and the decided ``values``).
 
-    When ``cv.json`` names a personalisation method that gained out of fold, each fold model's
-    probabilities are personalised per track before the average (:func:`personalise_fold`).
-    The post-processing was tuned on the models' own probabilities; CV scored
-    personalisation on the argmax, before post-processing."""
+    When ``cv.json`` names a personalisation method that gained out of fold, after
+    post-processing as well as before, each fold model's probabilities are personalised per
+    unit before the average (:func:`abaw.cv.personalised_predictions`), and ``postprocess.json``
+    was tuned on the personalised out-of-fold probabilities, as CV scored them."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     cv = CVDir(run_dir)
     config = cv.config()
@@ -132,8 +113,9 @@ def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
         if method is not None:
             training = ([t for t in trained[task] if folds.fold_of(t) != k]
                         if METHODS[method].uses_source else [])
-            personalise_fold(fold_predictions, fold_views(config, checkpoint, tracks, training, fold_predictions),
-                             method, method_params)
+            fold_predictions = personalised_predictions(
+                fold_predictions, fold_views(config, checkpoint, tracks, training, fold_predictions), method,
+                method_params)
         for track_id, arrays in fold_predictions.items():
             entry = totals.setdefault(track_id, {k: v for k, v in arrays.items() if k not in AVERAGED})
             for name in AVERAGED:

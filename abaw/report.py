@@ -98,10 +98,20 @@ def personalisation_lines(entry: dict | None) -> list[str]:
               "fold k were chosen on the other folds only.", ""]
     lines += [f"- {m}: gain {entry['methods'][m]['gain']:+.4f}, parameters on all folds "
               f"`{entry['methods'][m]['params']}`" for m in methods]
-    chosen = entry.get("chosen")
-    lines += ["", f"Chosen for the test set: {chosen}" if chosen else
-              "Chosen for the test set: none (no method gained out of fold)", ""]
-    return lines
+    post, chosen = entry.get("post"), entry.get("chosen")
+    if post:  # the best method again, as predict runs it: then post-processed
+        lines += ["", f"Post-processed (parameters for fold k tuned on the other folds, as in the table above): "
+                  f"without {post['without']['mean']:.4f} ± {post['without']['std']:.4f}, with {post['method']} "
+                  f"{post['with']['mean']:.4f} ± {post['with']['std']:.4f} ({post['gain']:+.4f})."]
+    if chosen:
+        lines += ["", f"Chosen for the test set: {chosen}" + (", and postprocess.json tuned on its predictions"
+                                                                  if post else "")]
+    elif post:
+        lines += ["", f"Chosen for the test set: none ({post['method']} gained on the argmax but not once "
+                  "post-processed)"]
+    else:
+        lines += ["", "Chosen for the test set: none (no method gained out of fold)"]
+    return lines + [""]
 
 
 def write_report(task: Task, run_dir: Path, summary: dict, pooled: dict, per_fold: dict) -> Path:

@@ -10,6 +10,7 @@ personalisation and video-level pooling use without reaching inside:
 - ``forward(...)`` = ``forward_head(forward_features(...))``;
 - ``linear_view(features)`` -> ``(z, weight, bias)`` with ``forward_head == z @ weight.T + bias`` (classification
   heads, activation ``none``): the last linear map that test-time personalisation adapts;
+  ``weight`` and ``bias`` are the same whatever the input;
 - ``aux_loss()``: a scalar added to the task loss (zero unless the model has one);
 - ``set_stream_statistics({name: (mean, std)})``: the training split's statistics of the input
   streams it normalises (see :class:`fusion.gated.StreamNorm`);

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from abaw.cv import FoldViews, class_indices, nested_personalisation, personalisation_scores
+from abaw.cv import (FoldViews, class_indices, nested_personalisation, nested_postprocess, personalisation_scores,
+                     personalised_postprocess, personalised_predictions, track_output)
 from abaw.data.records import Track
 from abaw.metrics import score
 from abaw.personalise import LinearView, param_grid, personalise_view
+from abaw.postprocess import apply, tune
 from abaw.report import personalisation_lines
 from abaw.tasks import EXPR
 
@@ -78,6 +80,78 @@ def test_scores_are_the_pooled_argmax_of_each_personalised_track():
         assert plain[k] == score(EXPR, labels, decided, np.ones_like(labels, bool)).value
 
 
+def people_folds(folds: int = 3, tracks: int = 2, rows: int = 60, seed: int = 0):
+    """Fold views of tracks whose people each shift every embedding by their own offset, and
+    the out-of-fold arrays of the model's own probabilities over them (no face missing)."""
+    rng = np.random.default_rng(seed)
+    weight = torch.tensor(rng.normal(size=(8, 6)), dtype=torch.float32)
+    views, oof, per_fold = {}, {}, {}
+    for k in range(folds):
+        held, fold_views = [], []
+        for i in range(tracks):
+            y = np.repeat(rng.integers(0, 8, rows // 10), 10)  # stretches of one expression, as in video
+            z = weight[y] + 0.8 * torch.randn(rows, 6) + 1.5 * torch.randn(6)
+            held.append(_track(f"f{k}t{i}", y))
+            fold_views.append(LinearView(z, weight, torch.zeros(8)))
+        views[k] = FoldViews([(t,) for t in held], fold_views, [torch.ones(rows, dtype=torch.bool)] * tracks, None)
+        oof[k] = {t.id: {"probabilities": torch.softmax(v.logits(), dim=-1).numpy(), "present": np.ones(rows, bool)}
+                  for t, v in zip(held, fold_views)}
+        per_fold[k] = (held, [track_output(oof[k][t.id], "fusion", None) for t in held])
+    return views, oof, per_fold
+
+
+def test_the_chosen_method_is_scored_again_post_processed_and_kept_only_if_it_still_gains():
+    from dataclasses import replace
+
+    from abaw.config import Config, CVConfig
+
+    views, oof, per_fold = people_folds()
+    table = personalisation_scores(EXPR, views, methods=("none", "t3a"))
+    config = replace(Config(), cv=CVConfig(secondary=None))
+    plain_post, _, plain_final = nested_postprocess(EXPR, per_fold)
+    for without, kept in ((plain_post["post"], None), ({"mean": 1.0, "std": 0.0}, False),
+                          ({"mean": 0.0, "std": 0.0}, True)):
+        entry = nested_personalisation(table)
+        entry["chosen"] = "t3a"  # whatever the argmax said: the post-processed comparison decides
+        logs = []
+        final = personalised_postprocess(config, EXPR, entry, views, oof, per_fold, without, logs.append)
+        post = entry["post"]
+        assert post["method"] == "t3a" and post["without"] == without
+        assert abs(post["gain"] - (post["with"]["mean"] - without["mean"])) < 1e-12
+        # Fold k: its tracks personalised with the parameters chosen on the other folds, then
+        # post-processed with parameters tuned on the other folds' personalised predictions.
+        personalised = {k: personalised_predictions(oof[k], views[k], "t3a",
+                                                    entry["methods"]["t3a"]["folds"][k]["params"]) for k in views}
+        for k, (held, _) in per_fold.items():
+            tuned = tune("expr", *_others(personalised, per_fold, k))
+            decided = [apply(EXPR, tuned, track_output(personalised[k][t.id], "fusion", None)) for t in held]
+            expected = score(EXPR, np.concatenate([t.labels for t in held]), np.concatenate(decided),
+                             np.concatenate([t.valid for t in held])).value
+            assert abs(post["folds"][k] - expected) < 1e-12
+        if kept is None:
+            kept = post["gain"] > 0
+        assert (entry["chosen"] == "t3a") is kept and (final is not None) is kept
+        text = "\n".join(personalisation_lines(entry))
+        assert "Post-processed (parameters for fold k tuned on the other folds" in text
+        assert ("postprocess.json tuned on its predictions" in text) is kept
+        assert ("gained on the argmax but not once post-processed" in text) is not kept
+        if kept:  # postprocess.json: tuned on every fold's personalised predictions, not the plain ones
+            assert final.to_json() == tune("expr", *_others(personalised, per_fold, None)).to_json()
+    assert plain_final is not None
+
+
+def _others(personalised, per_fold, k):
+    """(outputs, labels, valid) of every fold but ``k`` (None: every fold), personalised."""
+    outputs, labels, valid = [], [], []
+    for j, (held, _) in per_fold.items():
+        if j == k:
+            continue
+        outputs += [track_output(personalised[j][t.id], "fusion", None) for t in held]
+        labels += [t.labels for t in held]
+        valid += [t.valid for t in held]
+    return outputs, labels, valid
+
+
 def test_class_indices_mark_unlabelled_frames():
     track = _track("t", np.array([3, 0, 5]))
     track.valid[1, 0] = False
@@ -111,6 +185,11 @@ def test_abaw_cv_scores_personalisation_of_expr_and_predict_applies_the_chosen_o
     for result in entry["methods"].values():
         assert set(result["folds"]) == {"0", "1"} and "params" in result
     assert entry["chosen"] in (None, "t3a", "cap")
+    if entry["chosen"]:  # kept only if it gains once post-processed too, as predict runs it
+        assert entry["post"]["method"] == entry["chosen"] and entry["post"]["gain"] > 0
+        assert entry["post"]["without"] == summary["post"]
+    elif "post" in entry:  # the argmax gained, the post-processed pipeline did not
+        assert entry["post"]["gain"] <= 0 and entry["methods"][entry["post"]["method"]]["gain"] > 0
     report = (cv_dir / "report.md").read_text()
     assert "## Test-time personalisation (offline)" in report and "| fold | without | t3a | cap |" in report
 
@@ -131,7 +210,7 @@ def test_abaw_cv_scores_personalisation_of_expr_and_predict_applies_the_chosen_o
     personalised = load_predictions(cv_dir / "predictions-test.npz")
     assert set(personalised) == set(plain)
     for track_id, arrays in personalised.items():
-        assert "features" not in arrays and arrays["probabilities"].shape == plain[track_id]["probabilities"].shape
+        assert "view" not in arrays and arrays["probabilities"].shape == plain[track_id]["probabilities"].shape
         assert np.allclose(arrays["probabilities"].sum(axis=1), 1, atol=1e-5)
     assert any(not np.allclose(personalised[t]["probabilities"], plain[t]["probabilities"]) for t in plain)
 
@@ -139,7 +218,8 @@ def test_abaw_cv_scores_personalisation_of_expr_and_predict_applies_the_chosen_o
 def test_predict_frames_returns_the_embedding_behind_each_probability_row(sample_root, tmp_path):
     from abaw.config import make_run_dir
     from abaw.data import load_tracks
-    from abaw.personalise import linear_view
+    from abaw.personalise import linear_view, view_of_rows
+    from abaw.training.data import open_streams
     from abaw.training.module import TaskModule
     from abaw.training.train import predict_frames, train
     from tests.test_training import config_for, write_synthetic_features
@@ -152,13 +232,25 @@ def test_predict_frames_returns_the_embedding_behind_each_probability_row(sample
     plain = predict_frames(result.best_checkpoint, config, tracks)
     rows = predict_frames(result.best_checkpoint, config, tracks, features=True)
     shifted = predict_frames(result.best_checkpoint, config, tracks, offset=3, batch_size=2, features=True)
-    model = TaskModule.load_from_checkpoint(result.best_checkpoint, map_location="cpu").eval().model
+    module = TaskModule.load_from_checkpoint(result.best_checkpoint, map_location="cpu").eval()
+    model, streams = module.model, open_streams(config, "affwild2", list(module.hparams["streams"]))
     for track in tracks:
-        assert "features" not in plain[track.id]  # opt-in: nothing else changes
-        np.testing.assert_array_equal(plain[track.id]["probabilities"], rows[track.id]["probabilities"])
-        np.testing.assert_allclose(rows[track.id]["features"], shifted[track.id]["features"], rtol=1e-5, atol=1e-5)
-        logits = linear_view(model, torch.from_numpy(rows[track.id]["features"])).logits()
-        np.testing.assert_allclose(logits.softmax(dim=-1).numpy(), rows[track.id]["probabilities"], atol=1e-5)
+        assert "view" not in plain[track.id]  # opt-in: nothing else changes
+        # Through the view, the head's own probabilities (up to float rounding).
+        np.testing.assert_allclose(plain[track.id]["probabilities"], rows[track.id]["probabilities"], atol=1e-6)
+        np.testing.assert_array_equal(plain[track.id]["fallback"], rows[track.id]["fallback"])
+        np.testing.assert_allclose(rows[track.id]["view"], shifted[track.id]["view"], rtol=1e-5, atol=1e-5)
+        view = view_of_rows(model, torch.from_numpy(rows[track.id]["view"]))
+        np.testing.assert_allclose(view.logits().softmax(dim=-1).numpy(), rows[track.id]["probabilities"], atol=1e-5)
+        # The rows are the view of the model's own embedding of the whole track (a temporal model:
+        # every row with its full context, whatever the windows).
+        batch = {"streams": {k: torch.from_numpy(np.array(s.store.read(track.id)))[None]
+                             for k, s in streams.items()},
+                 "present": {k: torch.from_numpy(np.array(s.store.read(track.id, "valid")))[None]
+                             for k, s in streams.items()}}
+        whole = linear_view(model, model.forward_features({k: v.float() for k, v in batch["streams"].items()},
+                                                          batch["present"]))
+        np.testing.assert_allclose(rows[track.id]["view"], whole.z.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_cv_personalise_names_the_methods_and_an_unknown_one_is_refused_before_training(tmp_path):

@@ -170,5 +170,5 @@ def test_ah_personalisation_is_scored_per_participant_and_predict_follows_cv(run
     for video, arrays in personalised.items():
         probability = arrays["probabilities"]
         assert probability.shape == plain[video]["probabilities"].shape == (1, 1) and 0 <= probability[0, 0] <= 1
-        assert "features" not in arrays
+        assert "view" not in arrays
     assert any(not np.allclose(personalised[v]["probabilities"], plain[v]["probabilities"]) for v in plain)

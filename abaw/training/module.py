@@ -71,15 +71,21 @@ class TaskModule(L.LightningModule):
         if loss_weights is not None:
             self.criterion.weights.copy_(loss_weights)
 
+    def embed(self, batch: dict) -> torch.Tensor:
+        """(B, W, F) per-frame embeddings of the fusion model (its ``forward_features``)."""
+        streams = {label: x.float() for label, x in batch["streams"].items()}  # float16 from the store
+        return self.model.forward_features(streams, batch["present"], batch["rows"] >= 0)
+
     def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, W, output) of the fusion model and of the fallback MLP (None without one)."""
-        mask = batch["rows"] >= 0
-        streams = {label: x.float() for label, x in batch["streams"].items()}  # float16 from the store
-        output = self.model(streams, batch["present"], mask)
-        fallback = None
-        if self.fallback_stream is not None:
-            fallback = self.fallback({self.fallback_stream: streams[self.fallback_stream]}, batch["present"], mask)
-        return output, fallback
+        return self.model.forward_head(self.embed(batch), batch["rows"] >= 0), self.fallback_output(batch)
+
+    def fallback_output(self, batch: dict) -> torch.Tensor | None:
+        """(B, W, output) of the fallback MLP on its one stream; None without one."""
+        if self.fallback_stream is None:
+            return None
+        stream = {self.fallback_stream: batch["streams"][self.fallback_stream].float()}
+        return self.fallback(stream, batch["present"], batch["rows"] >= 0)
 
     def _loss(self, batch: dict) -> torch.Tensor:
         output, fallback = self(batch)

@@ -364,13 +364,15 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], 
     on where the windows start (``offset`` shifts them). Windows run in batches of
     ``batch_size`` on the device ``train.trainer.accelerator`` names.
 
-    With ``features`` each frame track also gets ``features`` (T, F): the fusion model's
-    ``forward_features`` rows, from the same central window rows as its probabilities, so that
-    test-time personalisation (:mod:`abaw.personalise`, through the model's ``linear_view``)
-    sees exactly the embedding behind each probability row. Opt-in: nothing else stores them.
+    With ``features`` each frame track also gets ``view`` (T, D): the z rows of the model's
+    ``linear_view`` (its last linear map's input, from ``forward_features``), from the same
+    central window rows as its probabilities, which are then computed through that view
+    (``z @ weight.T + bias``, ``forward_head`` up to float rounding), so that test-time
+    personalisation (:mod:`abaw.personalise`) sees exactly the embedding behind each
+    probability row at no second pass of the head. Opt-in (classification heads): nothing else
+    stores them.
     """
     from abaw.extraction import pick_device
-    from abaw.training.losses import to_probabilities
 
     if get_task(config.train.task).level == "video":  # one row per video, from all its frames
         from abaw.training.video import predict_videos
@@ -385,42 +387,52 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], 
     window = max(1, config.train.window)
     window = window if window > 2 * context else 2 * context + window
 
-    results: dict[str, dict[str, np.ndarray]] = {}
-    for track in tracks:
-        rows = int(track.frames.max()) if track.labels is None else track.num_frames
-        if track.labels is None:  # test tracks: shape-only labels so the dataset can window them
-            track = Track(track.id, track.task, track.split, track.video, track.video_path, track.source,
-                          np.arange(1, rows + 1), np.zeros((rows, module.task.columns), np.float32),
-                          np.zeros((rows, module.task.columns), bool))
-        windows = prediction_windows(rows, window, context, offset)
-        dataset = WindowDataset([track], streams, min(window, rows), starts=[(0, start) for start, _, _ in windows])
-        outputs: dict[str, np.ndarray] = {}
-        with torch.inference_mode():
-            for first in range(0, len(windows), batch_size):
-                batch = torch.utils.data.default_collate([dataset[i] for i in range(first, min(first + batch_size,
-                                                                                             len(windows)))])
-                batch = {"rows": batch["rows"].to(device),
-                         "streams": {k: v.to(device) for k, v in batch["streams"].items()},
-                         "present": {k: v.to(device) for k, v in batch["present"].items()}}
+    return {track.id: predict_track(module, streams, track, window, context, offset, batch_size, device, features)
+            for track in tracks}
+
+
+def predict_track(module: TaskModule, streams: dict, track: Track, window: int, context: int, offset: int = 0,
+                  batch_size: int = 32, device: torch.device | str = "cpu", features: bool = False
+                  ) -> dict[str, np.ndarray]:
+    """One frame-wise track's arrays of :func:`predict_frames` from a loaded ``module`` (eval
+    mode, on ``device``) and its open ``streams``; ``window`` > 2 × ``context``."""
+    from abaw.training.losses import to_probabilities
+
+    rows = int(track.frames.max()) if track.labels is None else track.num_frames
+    if track.labels is None:  # test tracks: shape-only labels so the dataset can window them
+        track = Track(track.id, track.task, track.split, track.video, track.video_path, track.source,
+                      np.arange(1, rows + 1), np.zeros((rows, module.task.columns), np.float32),
+                      np.zeros((rows, module.task.columns), bool))
+    windows = prediction_windows(rows, window, context, offset)
+    dataset = WindowDataset([track], streams, min(window, rows), starts=[(0, start) for start, _, _ in windows])
+    outputs: dict[str, np.ndarray] = {}
+    with torch.inference_mode():
+        for first in range(0, len(windows), batch_size):
+            batch = torch.utils.data.default_collate([dataset[i] for i in range(first, min(first + batch_size,
+                                                                                         len(windows)))])
+            batch = {"rows": batch["rows"].to(device),
+                     "streams": {k: v.to(device) for k, v in batch["streams"].items()},
+                     "present": {k: v.to(device) for k, v in batch["present"].items()}}
+            if features:  # the head as its linear view, z @ weight.T + bias (= forward_head): z kept
+                z, weight, bias = module.model.linear_view(module.embed(batch))
+                named = [("probabilities", z @ weight.T + bias), ("fallback", module.fallback_output(batch)),
+                         ("view", z)]
+            else:
                 named = list(zip(("probabilities", "fallback"), module(batch)))
-                if features:  # the same preprocessing as TaskModule.forward, stopped before the head
-                    named.append(("features", module.model.forward_features(
-                        {k: v.float() for k, v in batch["streams"].items()}, batch["present"], batch["rows"] >= 0)))
-                for name, values in named:
-                    if values is None:
-                        continue
-                    if name != "features":
-                        values = to_probabilities(module.task, values)
-                    values = values.float().cpu().numpy()
-                    target = outputs.setdefault(name, np.zeros((rows, values.shape[-1]), np.float32))
-                    for j, (start, keep_from, keep_to) in enumerate(windows[first:first + batch_size]):
-                        target[keep_from:keep_to] = values[j, keep_from - start:keep_to - start]
-        result = dict(outputs)
-        visual = [s for s in streams.values() if s.modality == "visual"]
-        result["present"] = (np.asarray(visual[0].store.read(track.id, "valid")[:rows], dtype=bool)
-                             if visual else np.ones(rows, dtype=bool))
-        for stream in streams.values():
-            if stream.store.file(track.id, "logits").exists():
-                result["emotion_logits"] = np.asarray(stream.store.read(track.id, "logits")[:rows], dtype=np.float32)
-        results[track.id] = result
-    return results
+            for name, values in named:
+                if values is None:
+                    continue
+                if name != "view":
+                    values = to_probabilities(module.task, values)
+                values = values.float().cpu().numpy()
+                target = outputs.setdefault(name, np.zeros((rows, values.shape[-1]), np.float32))
+                for j, (start, keep_from, keep_to) in enumerate(windows[first:first + batch_size]):
+                    target[keep_from:keep_to] = values[j, keep_from - start:keep_to - start]
+    result = dict(outputs)
+    visual = [s for s in streams.values() if s.modality == "visual"]
+    result["present"] = (np.array(visual[0].store.read(track.id, "valid")[:rows], dtype=bool)  # a copy: no map held
+                         if visual else np.ones(rows, dtype=bool))
+    for stream in streams.values():
+        if stream.store.file(track.id, "logits").exists():
+            result["emotion_logits"] = np.array(stream.store.read(track.id, "logits")[:rows], dtype=np.float32)
+    return result

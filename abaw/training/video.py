@@ -145,9 +145,10 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
                    features: bool = False) -> dict[str, dict]:
     """Per video ``probabilities`` (1, output) of a checkpoint from every frame (intensities
     for EMI, the A/H probability), and ``present`` (1,): whether any frame had a face; with
-    ``features`` also the video embedding (1, F) (``forward_features``, what test-time
-    personalisation adapts). The frame-wise prediction's arrays with one row, so CV,
-    post-processing and the fold ensemble treat a video as a track of one row."""
+    ``features`` also ``view`` (1, D), the video's z in the model's ``linear_view`` (what
+    test-time personalisation adapts), the probabilities then computed through it. The
+    frame-wise prediction's arrays with one row, so CV, post-processing and the fold ensemble
+    treat a video as a track of one row."""
     from abaw.extraction import pick_device
 
     device = pick_device(str(config.train.trainer.get("accelerator", "cpu")))
@@ -164,11 +165,16 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
             inputs = {"streams": {k: v.to(device) for k, v in batch["streams"].items()},
                       "present": {k: v.to(device) for k, v in present.items()}, "mask": batch["mask"].to(device)}
             embedded = module.embed(inputs)
-            values = to_probabilities(module.task, module.model.forward_head(embedded)).float().cpu().numpy()
+            if features:  # the head as its linear view (see predict_frames): z kept
+                embedded, weight, bias = module.model.linear_view(embedded)
+                output = embedded @ weight.T + bias
+            else:
+                output = module.model.forward_head(embedded)
+            values = to_probabilities(module.task, output).float().cpu().numpy()
             embedded = embedded.float().cpu().numpy()
             for j, index in enumerate(batch["track"].tolist()):
                 face = bool(present[visual[0]][j].any()) if visual else True
                 results[tracks[index].id] = {"probabilities": values[j:j + 1], "present": np.array([face])}
                 if features:
-                    results[tracks[index].id]["features"] = embedded[j:j + 1]
+                    results[tracks[index].id]["view"] = embedded[j:j + 1]
     return results
