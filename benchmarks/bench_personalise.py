@@ -13,6 +13,12 @@ denominator is the bare forward and the ratio the pessimistic one.
 - personalised: ``forward_features``, the head's linear view, then the method (which computes
   the original logits from the view itself, in place of ``forward_head``).
 
+Then the same comparison as ``abaw predict`` runs it (its ``predict_track``): the test tracks
+written to a feature store on disk, read back through memory-mapped windows overlapping as
+prediction does, the fold model a ``TaskModule``, probabilities out; personalised, the same
+call with ``features=True`` (the head computed through its linear view, whose z rows it keeps),
+then the method with the face-present mask, as ``predict`` and ``abaw cv`` apply it.
+
 Every job runs ``--repeats`` times, interleaved, and the fastest run counts, by wall time and by
 this process's CPU time (steadier when other processes share the cores; the script ends with
 how many cores they kept busy). Overhead = personalised / plain − 1, target ≤ 15 %. The source
@@ -29,7 +35,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from machine import cpu_mark, others  # noqa: E402  (benchmarks/, the script's folder)
 
-from abaw.personalise import build_source, entropy, linear_view, personalise_view  # noqa: E402
+from abaw.personalise import build_source, entropy, linear_view, personalise_view, view_of_rows  # noqa: E402
 from fusion import create_model  # noqa: E402
 
 DIMS = {"face": 1280, "voice": 64}
@@ -120,12 +128,79 @@ def personalised(model, track, method: str, params: dict, mode: str, source) -> 
     return personalise_view(method, linear_view(model, features_of(model, batches, rows)), params, mode, source)
 
 
+def predict_path(model_name: str, trained, test_tracks, folder: Path):
+    """(module, streams, tracks) of the prediction path: a ``TaskModule`` around ``trained``
+    (its weights copied), and the test tracks written to feature stores under ``folder``."""
+    import numpy as np
+
+    from abaw.data.records import Track
+    from abaw.training.data import Stream
+    from abaw.training.module import TaskModule
+    from features.store import FeatureStore
+
+    streams = {name: Stream(name, FeatureStore(folder / name), "visual" if name == "face" else "audio", dim)
+               for name, dim in DIMS.items()}
+    tracks = []
+    for i, (track_streams, labels, _) in enumerate(test_tracks):
+        track_id = f"track{i:03d}"
+        for name, stream in streams.items():
+            stream.store.folder.mkdir(parents=True, exist_ok=True)
+            valid = np.ones(len(labels), bool)
+            if name == "face":
+                valid[i::17] = False  # some frames without a face: not in the supports or caches
+            stream.store.write(track_id, track_streams[name].numpy().astype(np.float16), valid)
+        rows = len(labels)
+        tracks.append(Track(track_id, "expr", "test", track_id, None, folder, np.arange(1, rows + 1),
+                            labels[:, None].numpy().astype(np.float32), np.ones((rows, 1), bool)))
+    module = TaskModule("expr", {name: (s.modality, s.dim) for name, s in streams.items()},
+                        {"name": model_name, "hidden": 128})
+    module.model.load_state_dict(trained.state_dict())
+    return module.eval(), streams, tracks
+
+
+def predicted_plain(module, streams, tracks) -> list:
+    from abaw.training.train import predict_track
+
+    return [predict_track(module, streams, t, WINDOW, module.model.context_rows) for t in tracks]
+
+
+def predicted_personalised(module, streams, tracks, method: str, params: dict, mode: str, source) -> list:
+    from abaw.training.train import predict_track
+
+    out = []
+    for track in tracks:
+        arrays = predict_track(module, streams, track, WINDOW, module.model.context_rows, features=True)
+        view = view_of_rows(module.model, torch.from_numpy(arrays["view"]))
+        out.append(personalise_view(method, view, params, mode, source, torch.from_numpy(arrays["present"])))
+    return out
+
+
 def timed(function) -> tuple[float, float, object]:
     """(wall seconds, this process's CPU seconds, result) of one call. Under load from other
     processes the CPU time is the steadier of the two (it counts only what this process ran)."""
     wall, cpu = time.perf_counter(), time.process_time()
     result = function()
     return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def compare(title: str, jobs: dict, repeats: int, labels: list[torch.Tensor]) -> None:
+    """Time every job (``plain`` first) ``repeats`` times, interleaved, and print the fastest of
+    each with its overhead over plain and what it changed in the decisions."""
+    best, cpu, outputs = {label: float("inf") for label in jobs}, {label: float("inf") for label in jobs}, {}
+    for _ in range(repeats):  # interleaved, so that every job meets the same load
+        for label, job in jobs.items():
+            seconds, used, outputs[label] = timed(job)
+            best[label], cpu[label] = min(best[label], seconds), min(cpu[label], used)
+    decided = {label: [torch.as_tensor(o).argmax(1) for o in output] for label, output in outputs.items()}
+    frames = sum(len(y) for y in labels)
+    print(f"  {title:45s}    wall  overhead |    CPU  overhead")
+    print(f"    {'plain prediction':43s} {best['plain']:6.3f} s           | {cpu['plain']:6.3f} s")
+    for label in list(jobs)[1:]:
+        changed = sum(int((o != r).sum()) for o, r in zip(decided[label], decided["plain"]))
+        gained = sum(int((o == y).sum()) - int((r == y).sum()) for o, r, y in zip(decided[label], decided["plain"], labels))
+        print(f"    {label:43s} {best[label]:6.3f} s  {100 * (best[label] / best['plain'] - 1):+6.1f} % | "
+              f"{cpu[label]:6.3f} s  {100 * (cpu[label] / cpu['plain'] - 1):+6.1f} %  "
+              f"({100 * changed / frames:.1f} % of decisions changed, accuracy {100 * gained / frames:+.1f} points)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,45 +227,39 @@ def main(argv: list[str] | None = None) -> int:
     runs = {
         "fusion_moe": [("t3a", {"k": 20}, "online"), ("t3a", {"k": 20}, "offline"), ("t3a", {"k": "all"}, "online"),
                        ("t3a", {"k": "all"}, "offline"), ("cap", {}, "online"), ("cap", {}, "offline")],
-        "mlp": [("t3a", {"k": 20}, "online"), ("cap", {}, "online")],
+        "mlp": [("t3a", {"k": 20}, "online"), ("t3a", {"k": 20}, "offline"), ("cap", {}, "online"),
+                ("cap", {}, "offline")],
     }
+    folder = Path(tempfile.mkdtemp(prefix="bench-personalise-"))
     for name, configs in runs.items():
         model = create_model(name, visual={"face": DIMS["face"]}, audio={"voice": DIMS["voice"]},
                              output_size=CLASSES, hidden=128)
         train(model, training, args.train_steps)
+        module, streams, tracks = predict_path(name, model, held_out, folder / name)
         with torch.inference_mode():
             start = time.perf_counter()
             source = build_source([linear_view(model, features_of(model, *windows(t[0]))).z for t in training],
                                   [t[1] for t in training], [t[2] for t in training], CLASSES)
             built = time.perf_counter() - start
-            jobs = {"plain": lambda: [plain(model, t) for t in test]}
+            bare = {"plain": lambda: [plain(model, t) for t in test]}
+            path = {"plain": lambda: [a["probabilities"] for a in predicted_plain(module, streams, tracks)]}
             for method, params, mode in configs:
                 label = f"{method} {','.join(f'{k}={v}' for k, v in params.items()) or 'defaults'} {mode}"
-                jobs[label] = (lambda method=method, params=params, mode=mode:
+                bare[label] = (lambda method=method, params=params, mode=mode:
                                [personalised(model, t, method, params, mode, source) for t in test])
-            best, cpu, outputs = {label: float("inf") for label in jobs}, {label: float("inf") for label in jobs}, {}
-            for _ in range(args.repeats):  # interleaved, so that every job meets the same load
-                for label, job in jobs.items():
-                    seconds, used, outputs[label] = timed(job)
-                    best[label], cpu[label] = min(best[label], seconds), min(cpu[label], used)
-            reference = outputs["plain"]
+                path[label] = (lambda method=method, params=params, mode=mode:
+                               predicted_personalised(module, streams, tracks, method, params, mode, source))
             view_dim = linear_view(model, features_of(model, *test[0])).z.shape[1]
-            accuracy = float((torch.cat(reference).argmax(1) == torch.cat(labels)).float().mean())
-            confident = float((entropy(torch.cat(reference)) / math.log(CLASSES) < 0.5).float().mean())
+            reference = torch.cat(bare["plain"]())
+            accuracy = float((reference.argmax(1) == torch.cat(labels)).float().mean())
+            confident = float((entropy(reference) / math.log(CLASSES) < 0.5).float().mean())
             print(f"\n{name}: {args.train_steps} training steps, accuracy on the unseen test subjects {accuracy:.2f}, "
                   f"{100 * confident:.0f} % of frames with normalised entropy < 0.5; linear view D={view_dim}; "
                   f"source bank of {len(source.subjects)} subjects from {len(training)} tracks built in {built:.2f} s "
                   "(once per fold)")
-            print(f"  {'':33s}    wall  overhead |    CPU  overhead")
-            print(f"  {'plain prediction':33s} {best['plain']:6.3f} s           | {cpu['plain']:6.3f} s")
-            for label in list(jobs)[1:]:
-                changed = sum(int((o.argmax(1) != r.argmax(1)).sum()) for o, r in zip(outputs[label], reference))
-                gained = sum(int((o.argmax(1) == y).sum()) - int((r.argmax(1) == y).sum())
-                             for o, r, y in zip(outputs[label], reference, labels))
-                print(f"  {label:33s} {best[label]:6.3f} s  {100 * (best[label] / best['plain'] - 1):+6.1f} % | "
-                      f"{cpu[label]:6.3f} s  {100 * (cpu[label] / cpu['plain'] - 1):+6.1f} %  "
-                      f"({100 * changed / (args.tracks * args.frames):.1f} % of decisions changed, accuracy "
-                      f"{100 * gained / (args.tracks * args.frames):+.1f} points)")
+            compare("bare forward pass (model only)", bare, args.repeats, labels)
+            compare("as abaw predict runs it (store, windows, TaskModule)", path, args.repeats, labels)
+    shutil.rmtree(folder, ignore_errors=True)
     print(f"\ntarget: overhead <= 15 % of plain prediction; {others(mark)}")
     return 0
 
