@@ -3,12 +3,14 @@ post-processing scores and the tuned ``postprocess.json``.
 
 The CV directory is stable (``<runs_dir>/<name>-cv-<task>/``): a fold whose ``done.json``
 matches the current configuration and the features cached now is not retrained, so folds can
-run one at a time and a rerun only does what is missing. Nothing about a held-out fold chooses
-anything applied to it: each fold model is its last epoch (no early stopping or checkpoint
+run one at a time and a rerun only does what is missing. No parameter applied to a held-out
+fold is chosen on it: each fold model is its last epoch (no early stopping or checkpoint
 picking on the held-out frames), and the post-processed score of fold k uses parameters tuned
 on the other folds' out-of-fold predictions only; the parameters saved for the test set are
-tuned on all of them. Test-time personalisation (EXPR) is scored the same way: fold k's
+tuned on all of them. Test-time personalisation (EXPR, A/H) is scored the same way: fold k's
 parameters of each method are those best on the other folds (``cv.json`` "personalisation").
+Which method is applied to the test set, though, is decided on every fold's nested score, so
+the score of the method kept is a selected figure (see :func:`personalised_postprocess`).
 """
 
 from __future__ import annotations
@@ -136,10 +138,12 @@ def summarise(config: Config, cv: CVDir, log=None, features: str | None = None) 
     finished under this configuration (and from ``features``, the digest :func:`run_folds`
     returns, when given).
 
-    For a frame-wise multiclass task (EXPR) it also scores test-time personalisation
+    For a classification task of people (EXPR, A/H) it also scores test-time personalisation
     (:mod:`abaw.personalise`) of the fusion head, nested like post-processing
-    (:func:`nested_personalisation`): one more prediction pass of each fold model over the
-    task's tracks, for their embeddings."""
+    (:func:`nested_personalisation`): each fold model predicts its held-out tracks once more
+    for their embeddings, and its training tracks too when a listed method uses a source bank
+    (``cap``). When a method is kept (:func:`personalised_postprocess`), ``postprocess.json``
+    is tuned on the personalised out-of-fold predictions."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     task = get_task(config.train.task)
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
@@ -268,8 +272,9 @@ def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training
     if missing:
         predicted.update(predict_frames(checkpoint, config, missing, features=True))
 
-    def view(unit: tuple[Track, ...]) -> LinearView:
-        return view_of_rows(model, torch.from_numpy(np.concatenate([predicted[t.id]["view"] for t in unit])))
+    def view(unit: tuple[Track, ...]) -> LinearView:  # the rows are dropped once viewed: no second copy held
+        rows = [predicted[t.id].pop("view") for t in unit]
+        return view_of_rows(model, torch.from_numpy(rows[0] if len(rows) == 1 else np.concatenate(rows)))
 
     source = None
     if training:
@@ -312,16 +317,17 @@ def score_personalisation(config: Config, task: Task, checkpoints: list[Path], f
     classification task, logged with its cost, and the fold views it was scored on; None,
     logged, where it does not apply:
     the primary source is not the fusion head it adapts, or the model has no exact linear view.
-    It is an extra of the summary, so it never stops one."""
+    A fold's training tracks are predicted only when a listed method uses a source bank."""
     name = task.name.upper()
     if config.cv.primary != "fusion":
         log(f"{name}: personalisation not scored: it adapts the fusion head, and the primary source is "
             f"{config.cv.primary}")
         return None
     started = time.perf_counter()
+    source = any(METHODS[m].uses_source for m in config.cv.personalise)
     try:
         views = {k: fold_views(config, checkpoint, [t for t in tracks if folds.fold_of(t) == k],
-                               [t for t in tracks if folds.fold_of(t) != k])
+                               [t for t in tracks if folds.fold_of(t) != k] if source else [])
                  for k, checkpoint in enumerate(checkpoints)}
     except (NotImplementedError, ValueError) as error:  # a model without an exact linear view
         log(f"{name}: personalisation not scored: {error}")
@@ -344,22 +350,28 @@ def personalised_postprocess(config: Config, task: Task, entry: dict, views: dic
     (:func:`nested_postprocess`). Records ``entry["post"]`` (mean ± std with it, ``without``
     the plain post-processed ones, the gain); the method stays ``chosen`` only if it gains
     there too, since the submission is post-processed. Returns the post-processing tuned on
-    every fold's personalised predictions, for ``postprocess.json`` (``predict`` then applies
-    both), or None when nothing is chosen.
+    every fold's predictions personalised with the parameters ``predict`` applies (those
+    chosen on every fold), for ``postprocess.json``, or None when nothing is chosen.
 
-    Fold j's personalisation parameters, chosen on the folds other than j, saw fold k's labels;
-    so fold k's post-processing is tuned on predictions one selection step away from its own
-    labels (a grid of a few parameter sets): close to, not exactly, a nested estimate."""
+    What is shared between folds, and so not nested: fold j's personalisation parameters,
+    chosen on the folds other than j, saw fold k's labels, so fold k's post-processing is tuned
+    on predictions one selection step away from its own labels; and which method is scored
+    here, and whether it is kept, are decided on the mean over every fold. The "with" score of
+    a kept method is therefore a selected figure, slightly optimistic; the per-fold parameters
+    of both steps are nested."""
     method = entry["chosen"]
     if method is None:
         return None
-    personalised_folds = {}
-    for k, (held_out, _) in per_fold.items():
-        arrays = personalised_predictions({t.id: oof[k][t.id] for t in held_out}, views[k], method,
-                                          entry["methods"][method]["folds"][k]["params"])
-        personalised_folds[k] = (held_out, [track_output(arrays[t.id], config.cv.primary, config.cv.secondary)
-                                            for t in held_out])
-    result, _, final = nested_postprocess(task, personalised_folds, config.cv.search)
+
+    def personalised_folds(params_of) -> dict[int, tuple[list[Track], list[TrackOutput]]]:
+        out = {}
+        for k, (held_out, _) in per_fold.items():
+            arrays = personalised_predictions({t.id: oof[k][t.id] for t in held_out}, views[k], method, params_of(k))
+            out[k] = (held_out, [track_output(arrays[t.id], config.cv.primary, config.cv.secondary) for t in held_out])
+        return out
+
+    nested = entry["methods"][method]["folds"]
+    result, _, _ = nested_postprocess(task, personalised_folds(lambda k: nested[k]["params"]), config.cv.search)
     gain = result["post"]["mean"] - without["mean"]
     entry["post"] = {"method": method, "without": without, "with": result["post"],
                      "folds": {k: f["post"] for k, f in result["folds"].items()}, "gain": gain}
@@ -368,7 +380,8 @@ def personalised_postprocess(config: Config, task: Task, entry: dict, views: dic
     if gain <= 0:
         entry["chosen"] = None
         return None
-    return final
+    applied = entry["methods"][method]["params"]  # what predict applies: chosen on every fold
+    return tune(task.name, *_flatten(personalised_folds(lambda k: applied).values()), config.cv.search)
 
 
 def personalisation_scores(task: Task, folds: dict[int, FoldViews], methods=METHODS,
@@ -402,8 +415,9 @@ def nested_personalisation(table: dict[str, list[tuple[dict, dict[int, float]]]]
     exactly as ``postprocess`` is tuned: a parameter set that happens to suit fold k's people
     cannot be picked for fold k by fold k. ``without`` is the model's own argmax; per method
     ``params`` are chosen on every fold (for the test set), ``gain`` is the nested mean minus
-    the mean without; ``chosen`` names the method of largest positive gain, or None, which is
-    what ``abaw predict`` should apply.
+    the mean without; ``chosen`` names the method of largest positive gain, or None: the
+    candidate for ``abaw predict``, which :func:`personalised_postprocess` keeps only if it
+    still gains once post-processed.
     """
     without = table["none"][0][1]
     folds = sorted(without)

@@ -26,8 +26,9 @@ equivalent (:func:`two_class`). For A/H, a "track" is a participant's videos, on
 (the video embedding): one video alone gives a single row, nothing to adapt from.
 
 Entry points: :func:`personalise` (model + features of one track), :func:`personalise_view`
-(an already computed view), :func:`view_of_rows` (a view from the z rows prediction kept), :func:`build_source` (the training side of ``cap``),
-:data:`METHODS`, :func:`param_grid` and :func:`check_params` for out-of-fold selection.
+(an already computed view), :func:`view_of_rows` (a view from the z rows prediction kept),
+:func:`build_source` (the training side of ``cap``), :data:`METHODS`, :func:`param_grid` and
+:func:`check_params` for out-of-fold selection.
 """
 
 from __future__ import annotations
@@ -253,7 +254,8 @@ def _final_sums(z: torch.Tensor, norms: torch.Tensor, seeds: torch.Tensor, predi
     classes = seeds.shape[0]
     frames = (predicted >= 0).nonzero().flatten()
     if compete:  # items: the seeds (time -1, so first), then the frames in time order
-        item_class, item_key = torch.cat([torch.arange(classes), predicted[frames]]), torch.cat([seed_keys, keys[frames]])
+        item_class = torch.cat([torch.arange(classes), predicted[frames]])
+        item_key = torch.cat([seed_keys, keys[frames]])
     else:
         item_class, item_key = predicted[frames], keys[frames]
     kept = _lowest_final(item_class, item_key, k)

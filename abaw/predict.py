@@ -62,20 +62,31 @@ def warn_in_sample(split: str, log) -> None:
             "report.md).")
 
 
-def chosen_personalisation(summary: dict | None, log) -> tuple[str | None, dict]:
-    """The personalisation method ``abaw cv`` found a gain with (``cv.json``: its nested mean
-    over the folds above the model's own) and its parameters chosen on every fold, or
-    ``(None, {})``; either way the log says which, so a submission's provenance is on record."""
+def chosen_personalisation(summary: dict | None, log, where: Path | None = None) -> tuple[str | None, dict]:
+    """The personalisation method ``abaw cv`` kept (``cv.json``: its nested mean over the folds
+    above the model's own, on the argmax and once post-processed) and its parameters chosen on
+    every fold, or ``(None, {})``; either way the log says which, so a submission's provenance
+    is on record. A summary that chose a method without scoring it post-processed (written
+    before that was scored) is refused: its ``postprocess.json`` was not tuned for it."""
     entry = (summary or {}).get("personalisation")
     if not entry:
         return None, {}
-    method = entry.get("chosen")
+    method, post = entry.get("chosen"), entry.get("post")
     if method is None:
-        log(f"personalisation: none applied (no method beat {entry['without']['mean']:.4f} out of fold)")
+        if post:
+            log(f"personalisation: none applied ({post['method']} gained on the argmax, not once post-processed: "
+                f"{post['with']['mean']:.4f} vs {post['without']['mean']:.4f})")
+        else:
+            log(f"personalisation: none applied (no method beat {entry['without']['mean']:.4f} out of fold)")
         return None, {}
+    if not post:
+        raise DataError(where or Path("cv.json"), f"chooses personalisation {method} but was written before it was "
+                        "scored post-processed; run abaw cv again with the same configuration (finished folds are "
+                        "reused) to rewrite the summary and postprocess.json")
     result = entry["methods"][method]
     log(f"personalisation: {method} ({entry['mode']}), out of fold {result['mean']:.4f} vs "
-        f"{entry['without']['mean']:.4f} without, parameters {result['params']}")
+        f"{entry['without']['mean']:.4f} without, post-processed {post['with']['mean']:.4f} vs "
+        f"{post['without']['mean']:.4f}, parameters {result['params']}")
     return method, dict(result["params"])
 
 
@@ -107,7 +118,7 @@ def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
         raise ValueError(f"cv.ensemble={config.cv.ensemble!r}: choose one of {', '.join(ENSEMBLES)}")
     totals: dict[str, dict[str, np.ndarray]] = {}
     log(f"{task.name.upper()} {split}: {len(checkpoints)} fold models over {len(tracks)} tracks")
-    method, method_params = chosen_personalisation(cv.summary(), log)
+    method, method_params = chosen_personalisation(cv.summary(), log, cv.path / "cv.json")
     for k, checkpoint in enumerate(checkpoints):
         fold_predictions = predict_frames(checkpoint, config, tracks, features=method is not None)
         if method is not None:

@@ -141,7 +141,9 @@ def write_report(task: Task, run_dir: Path, summary: dict, pooled: dict, per_fol
               "| part | pooled, primary source | pooled, post-processed |", "|---|---|---|"]
     for name, value in summary["pooled_post"]["parts"].items():
         lines.append(f"| {name} | {summary['pooled_raw']['parts'][name]:.4f} | {value:.4f} |")
-    lines += ["", f"Parameters for the test set (tuned on all folds): `{summary['postprocess']}`", ""]
+    tuned_on = ("all folds, personalised with " + summary["personalisation"]["chosen"]
+                if (summary.get("personalisation") or {}).get("chosen") else "all folds")
+    lines += ["", f"Parameters for the test set (tuned on {tuned_on}): `{summary['postprocess']}`", ""]
     lines += personalisation_lines(summary.get("personalisation"))
     lines += [f"![{Path(image).stem}]({image})" for image in images]
     report = run_dir / "report.md"

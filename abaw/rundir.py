@@ -8,6 +8,7 @@
     fold<k>/oof.npz            out-of-fold predictions, per track (keys <track>::<array>)
     fold<k>/checkpoints/       only the checkpoint the fold uses (its last epoch)
     postprocess.json           post-processing tuned on every fold's out-of-fold predictions
+                               (personalised, when cv.json keeps a personalisation method)
     cv.json, report.md, *.png  the summary
     predictions-<split>.npz    fold-ensemble predictions (abaw predict)
 ```

@@ -197,7 +197,8 @@ def compare(title: str, jobs: dict, repeats: int, labels: list[torch.Tensor]) ->
     print(f"    {'plain prediction':43s} {best['plain']:6.3f} s           | {cpu['plain']:6.3f} s")
     for label in list(jobs)[1:]:
         changed = sum(int((o != r).sum()) for o, r in zip(decided[label], decided["plain"]))
-        gained = sum(int((o == y).sum()) - int((r == y).sum()) for o, r, y in zip(decided[label], decided["plain"], labels))
+        gained = sum(int((o == y).sum()) - int((r == y).sum())
+                     for o, r, y in zip(decided[label], decided["plain"], labels))
         print(f"    {label:43s} {best[label]:6.3f} s  {100 * (best[label] / best['plain'] - 1):+6.1f} % | "
               f"{cpu[label]:6.3f} s  {100 * (cpu[label] / cpu['plain'] - 1):+6.1f} %  "
               f"({100 * changed / frames:.1f} % of decisions changed, accuracy {100 * gained / frames:+.1f} points)")
@@ -231,6 +232,16 @@ def main(argv: list[str] | None = None) -> int:
                 ("cap", {}, "offline")],
     }
     folder = Path(tempfile.mkdtemp(prefix="bench-personalise-"))
+    try:
+        compare_heads(args, runs, training, held_out, test, labels, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"\ntarget: overhead <= 15 % of plain prediction; {others(mark)}")
+    return 0
+
+
+def compare_heads(args, runs, training, held_out, test, labels, folder: Path) -> None:
+    """Both tables for every head of ``runs``, its test tracks' stores under ``folder``."""
     for name, configs in runs.items():
         model = create_model(name, visual={"face": DIMS["face"]}, audio={"voice": DIMS["voice"]},
                              output_size=CLASSES, hidden=128)
@@ -259,9 +270,6 @@ def main(argv: list[str] | None = None) -> int:
                   "(once per fold)")
             compare("bare forward pass (model only)", bare, args.repeats, labels)
             compare("as abaw predict runs it (store, windows, TaskModule)", path, args.repeats, labels)
-    shutil.rmtree(folder, ignore_errors=True)
-    print(f"\ntarget: overhead <= 15 % of plain prediction; {others(mark)}")
-    return 0
 
 
 if __name__ == "__main__":

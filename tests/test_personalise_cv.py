@@ -135,8 +135,10 @@ def test_the_chosen_method_is_scored_again_post_processed_and_kept_only_if_it_st
         assert "Post-processed (parameters for fold k tuned on the other folds" in text
         assert ("postprocess.json tuned on its predictions" in text) is kept
         assert ("gained on the argmax but not once post-processed" in text) is not kept
-        if kept:  # postprocess.json: tuned on every fold's personalised predictions, not the plain ones
-            assert final.to_json() == tune("expr", *_others(personalised, per_fold, None)).to_json()
+        if kept:  # postprocess.json: tuned on every fold personalised as predict will (all-fold parameters)
+            applied = {k: personalised_predictions(oof[k], views[k], "t3a", entry["methods"]["t3a"]["params"])
+                       for k in views}
+            assert final.to_json() == tune("expr", *_others(applied, per_fold, None)).to_json()
     assert plain_final is not None
 
 
@@ -204,6 +206,12 @@ def test_abaw_cv_scores_personalisation_of_expr_and_predict_applies_the_chosen_o
     assert "personalisation: none applied" in capsys.readouterr().err
     plain = load_predictions(cv_dir / "predictions-test.npz")
     entry["chosen"] = "cap"  # uses a source bank: the fold models' training tracks are read too
+    entry.pop("post", None)  # a summary that never scored it post-processed: refused, naming the file
+    (cv_dir / "cv.json").write_text(json.dumps(summary))
+    assert main(["predict", "--run", str(cv_dir)]) == 1
+    err = capsys.readouterr().err
+    assert str(cv_dir / "cv.json") in err and "run abaw cv again" in err
+    entry["post"] = {"method": "cap", "without": summary["post"], "with": summary["post"], "folds": {}, "gain": 0.0}
     (cv_dir / "cv.json").write_text(json.dumps(summary))
     assert main(["predict", "--run", str(cv_dir)]) == 0
     assert "personalisation: cap (offline)" in capsys.readouterr().err

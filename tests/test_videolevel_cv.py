@@ -160,6 +160,8 @@ def test_ah_personalisation_is_scored_per_participant_and_predict_follows_cv(run
         (cv_dir / "cv.json").write_text(json.dumps(summary))
         plain = load_predictions(predict(cv_dir, "test", log=lambda m: None))
         entry["chosen"], entry["methods"]["t3a"]["params"] = "t3a", {"k": 1, "keep_seeds": False}
+        entry["post"] = {"method": "t3a", "without": summary["post"], "with": summary["post"], "folds": {},
+                         "gain": 0.0}  # as if it had gained post-processed too
         (cv_dir / "cv.json").write_text(json.dumps(summary))
         lines = []
         personalised = load_predictions(predict(cv_dir, "test", log=lines.append))
