@@ -259,10 +259,10 @@ def _final_sums(z: torch.Tensor, norms: torch.Tensor, seeds: torch.Tensor, predi
     else:
         item_class, item_key = predicted[frames], keys[frames]
     kept = _lowest_final(item_class, item_key, k)
+    first = classes if compete else 0  # item index of the first frame
     sums = torch.zeros_like(seeds) if compete else seeds.clone()
-    seed_items = kept < classes if compete else torch.zeros(len(kept), dtype=torch.bool)
-    sums[kept[seed_items]] += seeds[kept[seed_items]]
-    chosen = frames[kept[~seed_items] - (classes if compete else 0)]
+    sums[kept[kept < first]] += seeds[kept[kept < first]]
+    chosen = frames[kept[kept >= first] - first]
     weights = torch.zeros(z.shape[0], classes)  # (T, C): 1/|z_t| where frame t is kept under its class
     weights[chosen, predicted[chosen]] = 1 / norms[chosen]
     return sums.addmm_(weights.T, z)  # one product: no (T, D) temporary of unit vectors

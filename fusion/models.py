@@ -10,7 +10,8 @@ personalisation and video-level pooling use without reaching inside:
 - ``forward(...)`` = ``forward_head(forward_features(...))``;
 - ``linear_view(features)`` -> ``(z, weight, bias)`` with ``forward_head == z @ weight.T + bias`` (classification
   heads, activation ``none``): the last linear map that test-time personalisation adapts;
-  ``weight`` and ``bias`` are the same whatever the input;
+  ``weight`` and ``bias`` are the same whatever the input; ``head_through_view(features)`` ->
+  ``(output, z)`` computes the head that way, for prediction that keeps z;
 - ``aux_loss()``: a scalar added to the task loss (zero unless the model has one);
 - ``set_stream_statistics({name: (mean, std)})``: the training split's statistics of the input
   streams it normalises (see :class:`fusion.gated.StreamNorm`);
@@ -55,6 +56,12 @@ class FrameModel(nn.Module):
     def forward(self, streams: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_head(self.forward_features(streams, present, mask), mask)
+
+    def head_through_view(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(output, z)``: the head computed through :meth:`linear_view`, ``z @ weight.T + bias``
+        (``forward_head`` up to float rounding), keeping the z that personalisation adapts."""
+        z, weight, bias = self.linear_view(features)
+        return z @ weight.T + bias, z
 
     def aux_loss(self) -> torch.Tensor:
         """A loss term of the model's own, from its last forward; zero by default."""

@@ -413,10 +413,9 @@ def predict_track(module: TaskModule, streams: dict, track: Track, window: int, 
             batch = {"rows": batch["rows"].to(device),
                      "streams": {k: v.to(device) for k, v in batch["streams"].items()},
                      "present": {k: v.to(device) for k, v in batch["present"].items()}}
-            if features:  # the head as its linear view, z @ weight.T + bias (= forward_head): z kept
-                z, weight, bias = module.model.linear_view(module.embed(batch))
-                named = [("probabilities", z @ weight.T + bias), ("fallback", module.fallback_output(batch)),
-                         ("view", z)]
+            if features:  # the head through its linear view, z kept
+                output, z = module.model.head_through_view(module.embed(batch))
+                named = [("probabilities", output), ("fallback", module.fallback_output(batch)), ("view", z)]
             else:
                 named = list(zip(("probabilities", "fallback"), module(batch)))
             for name, values in named:

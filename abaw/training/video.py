@@ -165,16 +165,15 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
             inputs = {"streams": {k: v.to(device) for k, v in batch["streams"].items()},
                       "present": {k: v.to(device) for k, v in present.items()}, "mask": batch["mask"].to(device)}
             embedded = module.embed(inputs)
-            if features:  # the head as its linear view (see predict_frames): z kept
-                embedded, weight, bias = module.model.linear_view(embedded)
-                output = embedded @ weight.T + bias
+            if features:  # the head through its linear view (see predict_frames), z kept
+                output, z = module.model.head_through_view(embedded)
+                z = z.float().cpu().numpy()
             else:
                 output = module.model.forward_head(embedded)
             values = to_probabilities(module.task, output).float().cpu().numpy()
-            embedded = embedded.float().cpu().numpy()
             for j, index in enumerate(batch["track"].tolist()):
                 face = bool(present[visual[0]][j].any()) if visual else True
                 results[tracks[index].id] = {"probabilities": values[j:j + 1], "present": np.array([face])}
                 if features:
-                    results[tracks[index].id]["view"] = embedded[j:j + 1]
+                    results[tracks[index].id]["view"] = z[j:j + 1]
     return results
