@@ -100,9 +100,12 @@ def two_class(view: LinearView) -> LinearView:
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) of softmax(logits) over the last dim."""
-    log_p = logits.log_softmax(dim=-1)
-    return -(log_p.exp() * log_p).sum(dim=-1)
+    """Shannon entropy (nats) of softmax(logits) over the last dim. Computed on the transposed
+    copy, reducing over its first dim: on the CPU, a softmax over 8 contiguous values per row
+    is over ten times slower than over thousands of rows at once."""
+    flat = logits.reshape(-1, logits.shape[-1]).T.contiguous()
+    log_p = flat.log_softmax(dim=0)
+    return -(log_p.exp() * log_p).sum(dim=0).reshape(logits.shape[:-1])
 
 
 def _check_mode(mode: str) -> None:
@@ -116,24 +119,24 @@ def _frames_mask(mask: torch.Tensor | None, rows: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- lowest-k stream
 
-def _lowest_stream(keys: list[float], classes: list[int], size: int | None, num_classes: int,
+def _lowest_stream(keys: torch.Tensor, classes: torch.Tensor, size: int | None, num_classes: int,
                    initial: Sequence[tuple[int, float, int]] = ()) -> list[tuple[int, int, int]]:
     """Keep per class the ``size`` items of lowest key among those seen so far (``None``: all).
 
-    Item t arrives at time t under class ``classes[t]`` (< 0: it never enters); ``initial``
-    holds (class, key, id) items present before time 0 (T3A's seeds). Returns, in time order,
-    each change as (t, class, id that left or -1): item t entered its class's set at time t.
-    An item that falls out can never come back (later sets hold only lower keys), so one pass
-    with a max-heap per class gives the sets at every time. Ties keep the earlier item. Python
-    scalars only: the vector arithmetic runs on the changes afterwards.
+    Item t arrives at time t under class ``classes[t]`` (< 0: it never enters); ``keys`` and
+    ``classes`` are (T,) tensors; ``initial`` holds (class, key, id) items present before time
+    0 (T3A's seeds). Returns, in time order, each change as (t, class, id that left or -1):
+    item t entered its class's set at time t. An item that falls out can never come back
+    (later sets hold only lower keys), so one pass with a max-heap per class gives the sets at
+    every time. Ties keep the earlier item. The pass visits only the items that may enter
+    (:func:`_may_enter`), in Python scalars: the vector arithmetic runs on the changes afterwards.
     """
     heaps: list[list[tuple[float, int, int]]] = [[] for _ in range(num_classes)]
     for c, key, ident in initial:  # heap entries (-key, -time, id): the root is the worst
         heapq.heappush(heaps[c], (-key, 1, ident))
     changes: list[tuple[int, int, int]] = []
-    for t, (c, key) in enumerate(zip(classes, keys)):
-        if c < 0:
-            continue
+    visit = _may_enter(keys, classes, size, num_classes)
+    for t, c, key in zip(visit.tolist(), classes[visit].tolist(), keys[visit].tolist()):
         heap = heaps[c]
         if size is None or len(heap) < size:
             heapq.heappush(heap, (-key, -t, t))
@@ -141,6 +144,28 @@ def _lowest_stream(keys: list[float], classes: list[int], size: int | None, num_
         elif key < -heap[0][0]:
             changes.append((t, c, heapq.heapreplace(heap, (-key, -t, t))[2]))
     return changes
+
+
+def _may_enter(keys: torch.Tensor, classes: torch.Tensor, size: int | None, num_classes: int) -> torch.Tensor:
+    """Ids, ascending, of a superset of the items that enter a lowest-``size`` stream.
+
+    Cut time into spans of ``max(128, 4·size)`` items. If an earlier span holds ``size`` items
+    of class c, the set of c is full and its worst key is at most the ``size``-th lowest key of
+    that span, so an item of c with a key at least the smallest such bound cannot enter (it
+    needs a key strictly below the worst). Seeds only lower the worst key: the bound holds
+    with them too. After the first spans, most items fail it, and the Python pass skips them.
+    """
+    rows, entering = keys.shape[0], classes >= 0
+    if size is None or rows == 0:
+        return entering.nonzero().flatten()
+    span = max(128, 4 * size)
+    spans = -(-rows // span)
+    grid = torch.full((spans * span, num_classes), math.inf, dtype=keys.dtype)
+    ids = entering.nonzero().flatten()
+    grid[ids, classes[ids]] = keys[ids]
+    kth = grid.view(spans, span, num_classes).topk(size, dim=1, largest=False).values[:, -1]  # (spans, C)
+    bound = torch.cat([torch.full((1, num_classes), math.inf, dtype=keys.dtype), kth.cummin(dim=0).values[:-1]])
+    return ids[keys[ids] < bound[ids // span, classes[ids]]]
 
 
 @dataclass(frozen=True)
@@ -216,7 +241,7 @@ def t3a(view: LinearView, k: int | str | None = 20, mode: str = "offline", keep_
     z, weight = view.z, view.weight
     rows, classes = z.shape[0], weight.shape[0]
     logits = view.logits()
-    predicted = torch.where(_frames_mask(mask, rows), logits.argmax(dim=-1).cpu(), -1)
+    predicted = torch.where(_frames_mask(mask, rows), logits.max(dim=-1).indices.cpu(), -1)  # faster than argmax
     norms = z.norm(dim=-1).clamp_min(1e-12)  # supports by id: frames 0..T-1, seed c at T + c
     seeds = F.normalize(weight, dim=-1)  # each class's sum before frame 0: its seed (kept, or competing)
     compete = k is not None and not keep_seeds
@@ -228,21 +253,32 @@ def t3a(view: LinearView, k: int | str | None = 20, mode: str = "offline", keep_
         changes = [(t, c, -1) for t, c in enumerate(predicted.tolist()) if c >= 0]
     else:
         initial = [(c, key, rows + c) for c, key in enumerate(seed_entropy.tolist())] if compete else []
-        changes = _lowest_stream(entropy(logits).tolist(), predicted.tolist(), k, classes, initial)
+        changes = _lowest_stream(entropy(logits), predicted, k, classes, initial)
     return _prototype_logits_online(z, seeds, _moves(changes, rows, norms, classes), changes, block)
 
 
-def _lowest_final(classes: torch.Tensor, keys: torch.Tensor, size: int | None) -> torch.Tensor:
+def _lowest_final(classes: torch.Tensor, keys: torch.Tensor, size: int | torch.Tensor | None) -> torch.Tensor:
     """Indices of the items :func:`_lowest_stream` ends with, items in arrival order: per class
-    (< 0: never enters) the ``size`` lowest keys (None: all), ties to the earlier item; grouped
-    by class, ascending key. One sort instead of a pass, where only the end matters (offline)."""
-    order = keys.argsort(stable=True)  # by key, ties in arrival order
-    order = order[classes[order].argsort(stable=True)]  # then by class
+    (< 0: never enters) the ``size`` lowest keys (None: all; a (classes,) tensor: per class),
+    ties to the earlier item; grouped by class, ascending key. One sort instead of a pass,
+    where only the end matters (offline)."""
+    items = (classes >= 0).nonzero().flatten()
+    order = items[(classes[items] << 32 | _ordered_bits(keys[items])).argsort(stable=True)]  # ties: arrival order
+    if size is None:
+        return order
     grouped = classes[order]
-    keep = grouped >= 0
-    if size is not None:
-        keep &= torch.arange(len(order)) - torch.searchsorted(grouped, grouped) < size
-    return order[keep]
+    rank = torch.arange(len(order)) - torch.searchsorted(grouped, grouped)
+    return order[rank < (size[grouped] if isinstance(size, torch.Tensor) else size)]
+
+
+def _ordered_bits(keys: torch.Tensor) -> torch.Tensor:
+    """(n,) int64 in [0, 2³²) ordered as the float32 ``keys`` are (equal keys, equal values):
+    the IEEE bits, with the sign bit set for positive numbers and every bit flipped for
+    negative ones. So class and key sort in one integer sort, not two stable float sorts."""
+    if keys.dtype != torch.float32:  # another width would need other bits (and rounding could make ties)
+        raise TypeError(f"_ordered_bits takes float32 keys, got {keys.dtype}")
+    bits = (keys + 0.0).view(torch.int32).long()  # + 0.0: -0.0 becomes 0.0, equal as floats
+    return torch.where(bits < 0, ~bits, bits | (1 << 31)) & 0xFFFFFFFF
 
 
 def _final_sums(z: torch.Tensor, norms: torch.Tensor, seeds: torch.Tensor, predicted: torch.Tensor,
@@ -508,94 +544,167 @@ def _source_plan(view: LinearView, source: SourceBank | None, mode: str, frames:
     return plan
 
 
-def _members(changes: list[tuple[int, int, int]], classes: int) -> list[tuple[list[int], list[float]]]:
-    """Per class, every frame that was ever in its cache (ascending) and when each left (inf: never)."""
-    leave = {t: math.inf for t, _, _ in changes}
-    ids: list[list[int]] = [[] for _ in range(classes)]
-    for t, c, left in changes:
+@dataclass(frozen=True)
+class _Cache:
+    """One cache's entries per class, padded to the fullest class: ``ids`` (C, M) frame ids
+    (an entry enters at its own frame), ``leave`` (C, M) the frame at which it left (inf:
+    never), ``ok`` (C, M) False on padding."""
+
+    ids: torch.Tensor
+    leave: torch.Tensor
+    ok: torch.Tensor
+
+    def split(self, classes: int) -> tuple[_Cache, _Cache]:
+        """Two caches from one whose first ``classes`` rows are the first cache's classes."""
+        first, second = (_Cache(self.ids[part], self.leave[part], self.ok[part])
+                         for part in (slice(0, classes), slice(classes, None)))
+        return first, second
+
+    def final(self) -> list[list[int]]:
+        """Per class, the frames in the cache at the end of the track, ascending."""
+        kept = self.ok & (self.leave == math.inf)
+        return [row[keep].tolist() for row, keep in zip(self.ids, kept)]
+
+
+def _padded(ids: list[list[int]], leaves: list[list[float]]) -> _Cache:
+    width = max(map(len, ids))
+    rows = [row + [0] * (width - len(row)) for row in ids]
+    gone = [row + [math.inf] * (width - len(row)) for row in leaves]
+    return _Cache(torch.tensor(rows, dtype=torch.long).reshape(len(ids), width),
+                  torch.tensor(gone, dtype=torch.float64).reshape(len(ids), width),
+                  torch.tensor([[i < len(row) for i in range(width)] for row in ids],
+                               dtype=torch.bool).reshape(len(ids), width))
+
+
+def _stream_cache(keys: torch.Tensor, classes: torch.Tensor, size: int, num_classes: int) -> _Cache:
+    """Online: every frame that was ever in the cache of its class, and when each left."""
+    leave: dict[int, float] = {}
+    ids: list[list[int]] = [[] for _ in range(num_classes)]
+    for t, c, left in _lowest_stream(keys, classes, size, num_classes):
         ids[c].append(t)
+        leave[t] = math.inf
         if left >= 0:
             leave[left] = t
-    return [(i, [leave[t] for t in i]) for i in ids]
+    return _padded(ids, [[leave[t] for t in row] for row in ids])
+
+
+def _final_cache(keys: torch.Tensor, classes: torch.Tensor, size: int | torch.Tensor, num_classes: int) -> _Cache:
+    """Offline: the caches at the end of the track only (what every frame then uses)."""
+    kept = _lowest_final(classes, keys, size)
+    kept = kept[(classes[kept] * keys.shape[0] + kept).argsort()]  # by class, then time
+    ids = [row.tolist() for row in kept.split(torch.bincount(classes[kept], minlength=num_classes).tolist())]
+    return _padded(ids, [[math.inf] * len(row) for row in ids])
 
 
 def _refine(view: LinearView, norms: torch.Tensor, logits0: torch.Tensor, predicted: torch.Tensor, mode: str,
-            plan: list, caches: list, source_weight: float, top: int) -> torch.Tensor:
+            plan: list, proto_sims: list, caches: list, source_weight: float, top: int) -> torch.Tensor:
     """classifier(|z| · norm(v)), v = ẑ + a_s e_src + a_p e_pos − a_n e_neg, for every frame.
 
-    Per predicted class c, the entries any of its frames may use form one dictionary X: its
+    One dictionary X (C, E, D) holds, per class, the entries any of its frames may use: its
     prototype in every source run, then every frame that was ever in its positive, then its
-    negative cache (an item enters a running lowest-k set about k·ln(n/k) times in n). One
-    product S = Ẑ_c Xᵀ gives all similarities; the frame's run and the entries' entry and exit
-    times (online) or the final caches (offline) decide which count, giving coefficients A with
-    v = ẑ + A X. Then, without forming v: W v = W ẑ + A (X Wᵀ) and
-    |v|² = 1 + 2 Σ A∘S + Σ (A G)∘A, G = X Xᵀ: products of size (frames × entries) instead of
-    a (T, D) vector per cache. ``norms`` (T, 1) = |z|; ``caches``: (members from
-    :func:`_members`, weight, whether it can hold more than ``top``) each.
+    negative cache (offline: the final caches only); padding rows are zero. Frame t of
+    predicted class c has similarities s = X_c ẑ_t (one product per class, over that class's
+    frames; the prototypes' are those of the consistency gate, ``proto_sims``), and whether
+    each entry counts for it (its run, the entry's entry and exit frames online, padding)
+    decides the coefficients a (T, E), all classes at once, with
+    v = ẑ + a X_c. Then, without forming v: W v = W ẑ + a (X_c Wᵀ) and
+    |v|² = 1 + 2 a·s + a (X_c X_cᵀ) aᵀ, from one more product per class with the
+    (E, C + E) table [X_c Wᵀ | X_c X_cᵀ]. ``norms`` (T, 1) = |z|; ``caches``: (:class:`_Cache`,
+    weight, whether it can hold more than ``top``) each.
     """
-    z, classes = view.z, view.weight.shape[0]
-    direction = (logits0 - view.bias) / norms  # W ẑ
+    z, weight, classes = view.z, view.weight, view.weight.shape[0]
+    groups = []  # (entries (C, E_g, D), ok (C, E_g), cache (online) or None, runs (E_g,) or None, weight, big)
+    if plan and source_weight:  # every run's prototypes, valid for the frames of that run
+        protos = torch.cat([p for _, _, p, _ in plan]).transpose(0, 1)  # (C, E, D)
+        present = torch.cat([q for _, _, _, q in plan]).T
+        runs = torch.cat([torch.full((p.shape[0],), r) for r, (_, _, p, _) in enumerate(plan)])
+        groups.append((protos, present, None, runs, source_weight, max(p.shape[0] for _, _, p, _ in plan) > top))
+    for cache, cache_weight, big in caches:
+        if cache_weight and cache.ids.shape[1]:
+            units = z[cache.ids] / norms[cache.ids] * cache.ok[..., None]
+            groups.append((units, cache.ok, cache if mode == "online" else None, None, cache_weight, big))
+    if not groups:
+        return logits0.clone()
+    entries = torch.cat([g[0] for g in groups], dim=1)  # (C, E, D)
+    table = torch.cat([entries @ weight.T, entries @ entries.transpose(1, 2)], dim=2)  # (C, E, C + E)
     order = predicted.argsort(stable=True)  # frames grouped by predicted class, in time order
-    bounds = [0] + torch.bincount(predicted, minlength=classes).cumsum(dim=0).tolist()
-    out, scale = direction[order], norms[order]
-    rows_of = torch.empty(max(b - a for a, b in zip(bounds[:-1], bounds[1:])), z.shape[1])  # one reused buffer
-    plan = plan if source_weight else []
-    groups = []  # per group: weight, whether a top-k cut may be needed, and per class (entries, valid(when))
-    if plan:  # the source: every run's prototypes, valid for the frames of that run
-        protos = torch.cat([p for _, _, p, _ in plan])  # (E, C, D)
-        present = torch.cat([q for _, _, _, q in plan])  # (E, C)
-        run = torch.cat([torch.full((p.shape[0],), r) for r, (_, _, p, _) in enumerate(plan)])
-        run_of = torch.repeat_interleave(torch.arange(len(plan)), torch.tensor([b - a for a, b, _, _ in plan]))
-        groups.append((source_weight, max(p.shape[0] for _, _, p, _ in plan) > top,
-                       [(protos[:, c], lambda frames, c=c: (run_of[frames][:, None] == run[None]) & present[None, :, c])
-                        for c in range(classes)]))
-    for members, weight, big in caches:
-        if not weight:
-            continue
-        per_class = []
-        for ids, leaves in members:
-            ids_t = torch.tensor(ids, dtype=torch.long)
-            leave = torch.tensor(leaves, dtype=torch.float64)
-            if mode == "online":
-                def valid(frames, ids_t=ids_t, leave=leave):
-                    when = frames[:, None]
-                    return (ids_t[None] <= when) & (when < leave[None])
-            else:
-                def valid(frames, final=(leave == math.inf)):
-                    return final[None].expand(len(frames), -1)
-            per_class.append((z[ids_t] / norms[ids_t], valid))
-        groups.append((weight, big, per_class))
-    for c in range(classes):
-        a, b = bounds[c], bounds[c + 1]
-        parts = [(weight, big, *per_class[c]) for weight, big, per_class in groups if per_class[c][0].shape[0]]
-        if a == b or not parts:
-            continue
-        frames = order[a:b]
-        entries = torch.cat([x for _, _, x, _ in parts])
-        frames_c = torch.index_select(z, 0, frames, out=rows_of[:b - a])  # one class at a time: no (T, D) copy
-        sims = frames_c @ entries.T / scale[a:b]
-        coef, column = torch.empty_like(sims), 0
-        for weight, big, x, valid in parts:  # each group's similarity-weighted mean, normalised on its own
-            span = slice(column, column + x.shape[0])
-            coef[:, span] = _group_weights(sims[:, span], valid(frames), top if big else None) * weight
-            column += x.shape[0]
-        squared = 1 + 2 * (coef * sims).sum(dim=1) + ((coef @ (entries @ entries.T)) * coef).sum(dim=1)
-        out[a:b] = (out[a:b] + coef @ (entries @ view.weight.T)) / squared.clamp_min(1e-12).sqrt()[:, None]
+    counts = torch.bincount(predicted, minlength=classes).tolist()
+    bounds = [0] + torch.tensor(counts).cumsum(dim=0).tolist()
+    busy = [(c, bounds[c], bounds[c + 1]) for c in range(classes) if counts[c]]
+    first = groups[0][0].shape[1] if plan and source_weight else 0  # the source's columns come first
+    sims = torch.empty(len(order), entries.shape[1])
+    if first:  # frame t's similarity with the prototypes of class ĉ_t in its own run (the others do not count)
+        source_sims, column = torch.zeros(len(order), first), 0
+        for (start, end, protos, _), run_sims in zip(plan, proto_sims):
+            m = protos.shape[0]
+            own = predicted[start:end, None, None].expand(-1, m, 1)
+            source_sims[start:end, column:column + m] = run_sims.gather(2, own)[..., 0]
+            column += m
+        sims[:, :first] = source_sims[order]
+    if first < entries.shape[1]:
+        cached = torch.empty(len(order), entries.shape[1] - first)
+        rows_of = torch.empty(max(counts), z.shape[1])  # one reused buffer: no (T, D) copy
+        for c, a, b in busy:
+            torch.mm(torch.index_select(z, 0, order[a:b], out=rows_of[:b - a]), entries[c, first:].T, out=cached[a:b])
+        sims[:, first:] = cached / norms[order]
+    owner = predicted[order]
+    valid = torch.cat([g[1] for g in groups], dim=1)[owner]  # (T, E): entry e exists for frame t's class
+    column, spans = 0, []
+    for units, _, cache, runs, _, _ in groups:
+        span = slice(column, column + units.shape[1])
+        spans.append(span)
+        column = span.stop
+        if cache is not None:  # online: in the cache at frame t
+            when = order[:, None].double()
+            valid[:, span] &= (cache.ids[owner] <= when) & (when < cache.leave[owner])
+        if runs is not None and len(plan) > 1:  # online: the prototypes of frame t's own run
+            run_of = torch.repeat_interleave(torch.arange(len(plan)), torch.tensor([b - a for a, b, _, _ in plan]))
+            valid[:, span] &= runs[None] == run_of[order][:, None]
+    coef = _group_weights(sims, valid, spans, [g[4] for g in groups], [top if g[5] else None for g in groups])
+    mixed = torch.empty(len(order), table.shape[2])
+    for c, a, b in busy:
+        torch.mm(coef[a:b], table[c], out=mixed[a:b])
+    squared = 1 + 2 * (coef * sims).sum(dim=1) + (mixed[:, classes:] * coef).sum(dim=1)
+    out = ((logits0 - view.bias) / norms)[order] + mixed[:, :classes]  # W ẑ + a X Wᵀ
+    out /= squared.clamp_min(1e-12).sqrt()[:, None]
     # At z's own norm, so that the bias keeps its trained scale and empty caches give back the
     # model's own logits.
     return torch.empty_like(out).index_copy_(0, order, out) * norms + view.bias
 
 
-def _group_weights(sims: torch.Tensor, valid: torch.Tensor, top: int | None) -> torch.Tensor:
-    """Weights (n, k) of a similarity-weighted mean per row: ∝ the cosine similarity clipped at
+def _group_weights(sims: torch.Tensor, valid: torch.Tensor, spans: list[slice], weights: list[float],
+                   tops: list[int | None]) -> torch.Tensor:
+    """Coefficients (n, E) of a weighted sum of similarity-weighted means, one mean per group
+    of columns (``spans``), times its weight: within a group ∝ the cosine similarity clipped at
     0 (an entry pointing away says nothing about the frame), over the valid entries, only the
-    ``top`` most similar of them if ``top`` is given, summing to 1 (to 0 where none is similar)."""
+    ``top`` most similar of them where ``tops`` gives one, summing to 1 (to 0 where none is
+    similar). Every group at once: per-group sums through one (E, groups) indicator product."""
     sims = sims.masked_fill(~valid, -1.0)
-    if top is not None and sims.shape[1] > top:
-        kth = sims.topk(top, dim=1).values[:, -1:]
-        sims = sims.masked_fill(sims < kth, -1.0)  # ties at the cut may keep one more
-    w = sims.clamp_min(0)
-    return w / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    for span, top in zip(spans, tops):
+        if top is not None and span.stop - span.start > top:
+            part = sims[:, span]
+            kth = part.topk(top, dim=1).values[:, -1:]
+            part.masked_fill_(part < kth, -1.0)  # ties at the cut may keep one more
+    w = sims.clamp_min_(0)
+    member = torch.zeros(sims.shape[1], len(spans))
+    for g, span in enumerate(spans):
+        member[span, g] = 1.0
+    scale = torch.tensor(weights, dtype=w.dtype) / (w @ member).clamp_min(1e-12)  # (n, groups)
+    return w * (scale @ member.T)
+
+
+def _scores(view: LinearView, plan: list, norms: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The original logits (T, C) and, per run of the source plan, the cosine similarities
+    (n, m, C) of its frames with its prototypes: one product per run for both."""
+    if not plan:
+        return view.logits(), []
+    logits, sims = torch.empty(view.z.shape[0], view.weight.shape[0]), []
+    for start, end, protos, _ in plan:
+        m, classes = protos.shape[:2]
+        both = view.z[start:end] @ torch.cat([view.weight, protos.flatten(0, 1)]).T
+        logits[start:end] = both[:, :classes] + view.bias
+        sims.append((both[:, classes:] / norms[start:end]).unflatten(1, (m, classes)))
+    return logits, sims
 
 
 @torch.no_grad()
@@ -612,21 +721,22 @@ def cap_trace(view: LinearView, mode: str = "offline", source: SourceBank | None
             raise ValueError(f"cap: {name}={value!r} must be a whole number >= 1")
     z, rows, classes = view.z, view.z.shape[0], view.weight.shape[0]
     frames = _frames_mask(mask, rows)
-    logits0 = view.logits()
-    predicted = logits0.argmax(dim=-1).cpu()
-    least = logits0.argmin(dim=-1).cpu()
-    spread = (entropy(logits0) / math.log(classes)).cpu()
     norms = z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    plan = _source_plan(view, source, mode, frames, refresh, subjects)
+    logits0, proto_sims = _scores(view, plan, norms)
+    predicted = logits0.max(dim=-1).indices  # the first on ties, as argmax, and faster on the CPU
+    least = logits0.min(dim=-1).indices
+    spread = entropy(logits0) / math.log(classes)
 
     # The consistency gate: each class's nearest prototype in the run's source cache.
     consistent = torch.ones(rows, dtype=torch.bool)
-    plan = _source_plan(view, source, mode, frames, refresh, subjects)
-    for start, end, protos, present in plan if classes > 1 else []:
-        m = protos.shape[0]
-        sims = (z[start:end] @ protos.flatten(0, 1).T / norms[start:end]).unflatten(1, (m, classes))  # (n, m, C)
-        best = sims.masked_fill(~present[None], -math.inf).max(dim=1).values
-        two = best.topk(2, dim=1).values
-        consistent[start:end] = (best.argmax(dim=1) == predicted[start:end]) & (two[:, 0] - two[:, 1] > margin)
+    for (start, end, _, present), sims in zip(plan, proto_sims):
+        best = torch.full((end - start, classes), -math.inf)  # per class, the nearest of the m prototypes
+        for i in range(sims.shape[1]):  # m element-wise maxima: far faster than a max over the middle dim
+            best = torch.maximum(best, sims[:, i].masked_fill(~present[i], -math.inf))
+        closest, nearest = best.max(dim=1)
+        second = best.scatter(1, nearest[:, None], -math.inf).max(dim=1).values  # a tie for the top: margin 0
+        consistent[start:end] = (nearest == predicted[start:end]) & (closest - second > margin)
 
     stable = _stable(predicted, window)
     confident = spread < positive_entropy
@@ -635,19 +745,17 @@ def cap_trace(view: LinearView, mode: str = "offline", source: SourceBank | None
     # The consistency gate guards the positive cache against confident mistakes; a negative
     # entry only claims that the frame is not its least likely class, which it does not test.
     negative_gate = frames & stable & ambiguous
-    keys = spread.tolist()
-    positive = _members(_lowest_stream(keys, torch.where(positive_gate, predicted, -1).tolist(), positive_size,
-                                       classes), classes)
-    negative = _members(_lowest_stream(keys, torch.where(negative_gate, least, -1).tolist(), negative_size,
-                                       classes), classes)
+    if mode == "online":
+        positive = _stream_cache(spread, torch.where(positive_gate, predicted, -1), positive_size, classes)
+        negative = _stream_cache(spread, torch.where(negative_gate, least, -1), negative_size, classes)
+    else:  # the gates are disjoint (confident / ambiguous): one sort finds both caches, the negative as C + c
+        both = torch.where(positive_gate, predicted, torch.where(negative_gate, least + classes, -1))
+        sizes = torch.tensor([positive_size] * classes + [negative_size] * classes)
+        positive, negative = _final_cache(spread, both, sizes, 2 * classes).split(classes)
     caches = [(positive, positive_weight, positive_size > top), (negative, -negative_weight, negative_size > top)]
-    logits = _refine(view, norms, logits0, predicted, mode, plan, caches, source_weight, top)
-
-    def final(members):
-        return [[t for t, gone in zip(ids, leaves) if gone == math.inf] for ids, leaves in members]
-
+    logits = _refine(view, norms, logits0, predicted, mode, plan, proto_sims, caches, source_weight, top)
     return CaPTrace(logits, predicted, stable, confident, ambiguous, consistent, positive_gate, negative_gate,
-                    final(positive), final(negative))
+                    positive.final(), negative.final())
 
 
 def cap(view: LinearView, mode: str = "offline", source: SourceBank | None = None,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from abaw.personalise import (METHODS, LinearView, build_source, cap, cap_trace, check_params, entropy,
                               linear_view, param_grid, personalise, personalise_view, t3a)
+from abaw.personalise import _lowest_final, _lowest_stream
 from fusion import create_model, registered_models
 
 STREAMS = {"visual": {"face": 12}, "audio": {"voice": 5}}
@@ -124,6 +125,39 @@ def test_t3a_ties_in_entropy_keep_the_earlier_frame_in_both_modes():
     offline = t3a(view, k=1, mode="offline")
     assert torch.allclose(offline, view.z @ weights.T, atol=1e-6)
     assert torch.allclose(t3a(view, k=1, mode="online")[-1], offline[-1], atol=1e-6)
+
+
+def lowest_by_definition(keys: list[float], classes: list[int], sizes: list[int]) -> list[list[list[int]]]:
+    """Per time, per class, the items (ascending) of the ``sizes[c]`` lowest keys so far, ties
+    to the earlier item: by sorting everything seen, one item at a time."""
+    sets, out = [[] for _ in sizes], []
+    for t, (c, key) in enumerate(zip(classes, keys)):
+        if c >= 0:
+            sets[c] = sorted(sets[c] + [(key, t)])[:sizes[c]]
+        out.append([sorted(i for _, i in kept) for kept in sets])
+    return out
+
+
+@pytest.mark.parametrize("size", [1, 5, 40, (2, 9, 30)])
+def test_lowest_k_sets_of_a_long_stream_with_ties(size):
+    # 1500 items: past the first spans, where the pass skips the items that cannot enter; keys
+    # on a coarse grid (many ties), negative ones, and -0.0 (equal to 0.0, so ties with it).
+    g = torch.Generator().manual_seed(3)
+    rows, classes = 1500, 3
+    keys = (torch.rand(rows, generator=g) * 20).round() / 20 - 0.25
+    keys[::97] = -0.0
+    labels = torch.randint(-1, classes, (rows,), generator=g)
+    sizes = list(size) if isinstance(size, tuple) else [size] * classes
+    expected = lowest_by_definition(keys.tolist(), labels.tolist(), sizes)
+    if not isinstance(size, tuple):  # the stream (online): replay its changes frame by frame
+        changes, sets = _lowest_stream(keys, labels, size, classes), [set() for _ in range(classes)]
+        for t in range(rows):
+            while changes and changes[0][0] == t:
+                _, c, left = changes.pop(0)
+                sets[c] = (sets[c] | {t}) - {left}
+            assert [sorted(kept) for kept in sets] == expected[t]
+    final = _lowest_final(labels, keys, torch.tensor(sizes) if isinstance(size, tuple) else size)  # offline
+    assert [sorted(final[labels[final] == c].tolist()) for c in range(classes)] == expected[-1]
 
 
 def test_t3a_masked_frames_never_become_supports():
@@ -244,8 +278,9 @@ def test_cap_with_empty_caches_is_the_model():
     assert torch.allclose(out, view.logits(), atol=1e-5)
 
 
-def cap_by_definition(view: LinearView, mode: str, pos_size=5, neg_size=4, pos_h=0.5, neg_h=0.8, window=3, top=5):
-    """CaP without a source bank, one frame at a time, straight from the description."""
+def cap_by_definition(view: LinearView, mode: str, pos_size=5, neg_size=4, pos_h=0.5, neg_h=0.8, window=3, top=5,
+                      source=None, subjects=3, refresh=150, margin=0.05):
+    """CaP one frame at a time, straight from the description (diagonal source bank or none)."""
     logits = view.logits()
     classes = logits.shape[1]
     spread = entropy(logits) / math.log(classes)
@@ -253,29 +288,55 @@ def cap_by_definition(view: LinearView, mode: str, pos_size=5, neg_size=4, pos_h
     units = F.normalize(view.z, dim=-1)
     positive, negative = [[] for _ in range(classes)], [[] for _ in range(classes)]
 
+    def prototypes(t):  # the source cache of frame t's stretch: (m, C, D) and present (m, C)
+        seen = view.z if mode == "offline" else view.z[:t // refresh * refresh]
+        if len(seen) < 2:
+            return source.pooled[None], source.pooled_present[None]
+        seen = seen.double()
+        frechet = (((seen.mean(0) - source.means) ** 2).sum(1)
+                   + ((seen.std(0, unbiased=False) - source.scales) ** 2).sum(1))
+        picked = frechet.argsort()[:subjects]
+        return source.prototypes[picked], source.present[picked]
+
+    def consistent(t):
+        if source is None:
+            return True
+        protos, present = prototypes(t)
+        best = [max((float(protos[i, c] @ units[t]) for i in range(len(protos)) if present[i, c]), default=-math.inf)
+                for c in range(classes)]
+        ranked = sorted(best, reverse=True)
+        return best.index(ranked[0]) == pred[t] and ranked[0] - ranked[1] > margin
+
     def admit(cache, c, t, size):
         cache[c] = sorted(cache[c] + [(float(spread[t]), t)])[:size]
 
-    def mean(cache, t):
-        ids = sorted((i for _, i in cache[pred[t]]), key=lambda i: -float(units[i] @ units[t]))[:top]
-        if not ids:
+    def mean(entries, t):
+        entries = sorted(entries, key=lambda e: -float(e @ units[t]))[:top]
+        if not entries:
             return torch.zeros_like(units[t])
-        w = (units[ids] @ units[t]).clamp_min(0)
-        return (w @ units[ids]) / w.sum().clamp_min(1e-12)
+        entries = torch.stack(entries)
+        w = (entries @ units[t]).clamp_min(0)
+        return (w @ entries) / w.sum().clamp_min(1e-12)
 
     states = []
     for t in range(len(pred)):
         past = pred[max(0, t - window):t]
         if t >= window and past.count(pred[t]) * 2 > window:
-            if spread[t] < pos_h:
+            if spread[t] < pos_h and consistent(t):
                 admit(positive, pred[t], t, pos_size)
-            elif spread[t] < neg_h:
+            elif pos_h <= spread[t] < neg_h:
                 admit(negative, least[t], t, neg_size)
         states.append(([list(c) for c in positive], [list(c) for c in negative]))
     out = []
     for t in range(len(pred)):
         positive, negative = states[t] if mode == "online" else states[-1]
-        r = F.normalize(units[t] + mean(positive, t) - mean(negative, t), dim=0) * view.z[t].norm()
+        e_pos = mean([units[i] for _, i in positive[pred[t]]], t)
+        e_neg = mean([units[i] for _, i in negative[pred[t]]], t)
+        e_src = torch.zeros_like(units[t])
+        if source is not None:
+            protos, present = prototypes(t)
+            e_src = mean([protos[i, pred[t]] for i in range(len(protos)) if present[i, pred[t]]], t)
+        r = F.normalize(units[t] + e_src + e_pos - e_neg, dim=0) * view.z[t].norm()
         out.append(view.logits(r[None])[0])
     return torch.stack(out)
 
@@ -289,6 +350,23 @@ def test_cap_equals_the_per_frame_definition(mode, sizes):
     expected = cap_by_definition(view, mode, pos_size=sizes["positive_size"], neg_size=sizes.get("negative_size", 4),
                                  top=sizes.get("top", 5))
     assert torch.allclose(trace.logits, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_cap_with_a_source_bank_equals_the_per_frame_definition(mode):
+    # Eight training subjects, each with its own offset, labelled by the classifier; the test
+    # track drifts, so that online the nearest subjects change from one stretch to the next.
+    view = random_view(rows=240, seed=7, scale=6.0)
+    g = torch.Generator().manual_seed(11)
+    tracks = [view.z[:80] * 0.5 + torch.randn(6, generator=g) + torch.randn(80, 6, generator=g) for _ in range(8)]
+    source = build_source(tracks, [view.logits(z).argmax(1) for z in tracks], [f"s{i}" for i in range(8)], 4)
+    params = {"subjects": 2, "refresh": 40, "margin": 0.02, "positive_size": 6, "top": 3}
+    trace = cap_trace(view, mode, source, **params)
+    assert 0 < int(trace.consistent.sum()) < len(trace.consistent)  # the consistency gate decides some frames
+    expected = cap_by_definition(view, mode, pos_size=6, top=3, source=source, subjects=2, refresh=40, margin=0.02)
+    assert torch.allclose(trace.logits, expected, atol=1e-5)
+    without = cap_by_definition(view, mode, pos_size=6, top=3)
+    assert (trace.logits - without).abs().max() > 0.1  # the source cache moved the logits
 
 
 def test_frechet_distances_by_hand():
