@@ -19,9 +19,10 @@ prediction does, the fold model a ``TaskModule``, probabilities out; personalise
 call with ``features=True`` (the head computed through its linear view, whose z rows it keeps),
 then the method with the face-present mask, as ``predict`` and ``abaw cv`` apply it.
 
-Every job runs ``--repeats`` times, interleaved, and the fastest run counts, by wall time and by
-this process's CPU time (steadier when other processes share the cores; the script ends with
-how many cores they kept busy). Overhead = personalised / plain − 1, target ≤ 15 %. The source
+Every job runs ``--repeats`` times on every track, the jobs one after the other track by track,
+and a job's time is the sum over tracks of each track's fastest run, by wall time and by this
+process's CPU time (steadier when other processes share the cores; the script ends with how
+many cores they kept busy). Overhead = personalised / plain − 1, target ≤ 15 %. The source
 bank (``cap``'s training side) is built once per fold, outside prediction: its time is printed
 apart. Also printed: how many frame decisions (arg-max) each method changed and the accuracy
 points it gained on these tracks (synthetic data: a check that the methods do something, not
@@ -158,21 +159,18 @@ def predict_path(model_name: str, trained, test_tracks, folder: Path):
     return module.eval(), streams, tracks
 
 
-def predicted_plain(module, streams, tracks) -> list:
+def predicted_plain(module, streams, track):
     from abaw.training.train import predict_track
 
-    return [predict_track(module, streams, t, WINDOW, module.model.context_rows) for t in tracks]
+    return predict_track(module, streams, track, WINDOW, module.model.context_rows)["probabilities"]
 
 
-def predicted_personalised(module, streams, tracks, method: str, params: dict, mode: str, source) -> list:
+def predicted_personalised(module, streams, track, method: str, params: dict, mode: str, source) -> torch.Tensor:
     from abaw.training.train import predict_track
 
-    out = []
-    for track in tracks:
-        arrays = predict_track(module, streams, track, WINDOW, module.model.context_rows, features=True)
-        view = view_of_rows(module.model, torch.from_numpy(arrays["view"]))
-        out.append(personalise_view(method, view, params, mode, source, torch.from_numpy(arrays["present"])))
-    return out
+    arrays = predict_track(module, streams, track, WINDOW, module.model.context_rows, features=True)
+    view = view_of_rows(module.model, torch.from_numpy(arrays["view"]))
+    return personalise_view(method, view, params, mode, source, torch.from_numpy(arrays["present"]))
 
 
 def timed(function) -> tuple[float, float, object]:
@@ -184,23 +182,31 @@ def timed(function) -> tuple[float, float, object]:
 
 
 def compare(title: str, jobs: dict, repeats: int, labels: list[torch.Tensor]) -> None:
-    """Time every job (``plain`` first) ``repeats`` times, interleaved, and print the fastest of
-    each with its overhead over plain and what it changed in the decisions."""
-    best, cpu, outputs = {label: float("inf") for label in jobs}, {label: float("inf") for label in jobs}, {}
-    for _ in range(repeats):  # interleaved, so that every job meets the same load
-        for label, job in jobs.items():
-            seconds, used, outputs[label] = timed(job)
-            best[label], cpu[label] = min(best[label], seconds), min(cpu[label], used)
+    """Time every job (``plain`` first; each a function of the track's index) ``repeats`` times
+    per track, and print the sum over tracks of each track's fastest run, with its overhead over
+    plain and what it changed in the decisions. Track by track, the jobs run one after the
+    other, so that a slow spell of the machine meets them all, not the plain one alone."""
+    tracks = range(len(labels))
+    best = {label: [math.inf] * len(labels) for label in jobs}
+    cpu = {label: [math.inf] * len(labels) for label in jobs}
+    outputs: dict[str, list] = {label: [None] * len(labels) for label in jobs}
+    for _ in range(repeats):
+        for i in tracks:
+            for label, job in jobs.items():
+                seconds, used, outputs[label][i] = timed(lambda: job(i))
+                best[label][i], cpu[label][i] = min(best[label][i], seconds), min(cpu[label][i], used)
+    wall = {label: sum(times) for label, times in best.items()}
+    used = {label: sum(times) for label, times in cpu.items()}
     decided = {label: [torch.as_tensor(o).argmax(1) for o in output] for label, output in outputs.items()}
     frames = sum(len(y) for y in labels)
     print(f"  {title:45s}    wall  overhead |    CPU  overhead")
-    print(f"    {'plain prediction':43s} {best['plain']:6.3f} s           | {cpu['plain']:6.3f} s")
+    print(f"    {'plain prediction':43s} {wall['plain']:6.3f} s           | {used['plain']:6.3f} s")
     for label in list(jobs)[1:]:
         changed = sum(int((o != r).sum()) for o, r in zip(decided[label], decided["plain"]))
         gained = sum(int((o == y).sum()) - int((r == y).sum())
                      for o, r, y in zip(decided[label], decided["plain"], labels))
-        print(f"    {label:43s} {best[label]:6.3f} s  {100 * (best[label] / best['plain'] - 1):+6.1f} % | "
-              f"{cpu[label]:6.3f} s  {100 * (cpu[label] / cpu['plain'] - 1):+6.1f} %  "
+        print(f"    {label:43s} {wall[label]:6.3f} s  {100 * (wall[label] / wall['plain'] - 1):+6.1f} % | "
+              f"{used[label]:6.3f} s  {100 * (used[label] / used['plain'] - 1):+6.1f} %  "
               f"({100 * changed / frames:.1f} % of decisions changed, accuracy {100 * gained / frames:+.1f} points)")
 
 
@@ -252,16 +258,16 @@ def compare_heads(args, runs, training, held_out, test, labels, folder: Path) ->
             source = build_source([linear_view(model, features_of(model, *windows(t[0]))).z for t in training],
                                   [t[1] for t in training], [t[2] for t in training], CLASSES)
             built = time.perf_counter() - start
-            bare = {"plain": lambda: [plain(model, t) for t in test]}
-            path = {"plain": lambda: [a["probabilities"] for a in predicted_plain(module, streams, tracks)]}
+            bare = {"plain": lambda i: plain(model, test[i])}
+            path = {"plain": lambda i: predicted_plain(module, streams, tracks[i])}
             for method, params, mode in configs:
                 label = f"{method} {','.join(f'{k}={v}' for k, v in params.items()) or 'defaults'} {mode}"
-                bare[label] = (lambda method=method, params=params, mode=mode:
-                               [personalised(model, t, method, params, mode, source) for t in test])
-                path[label] = (lambda method=method, params=params, mode=mode:
-                               predicted_personalised(module, streams, tracks, method, params, mode, source))
+                bare[label] = (lambda i, method=method, params=params, mode=mode:
+                               personalised(model, test[i], method, params, mode, source))
+                path[label] = (lambda i, method=method, params=params, mode=mode:
+                               predicted_personalised(module, streams, tracks[i], method, params, mode, source))
             view_dim = linear_view(model, features_of(model, *test[0])).z.shape[1]
-            reference = torch.cat(bare["plain"]())
+            reference = torch.cat([bare["plain"](i) for i in range(len(test))])
             accuracy = float((reference.argmax(1) == torch.cat(labels)).float().mean())
             confident = float((entropy(reference) / math.log(CLASSES) < 0.5).float().mean())
             print(f"\n{name}: {args.train_steps} training steps, accuracy on the unseen test subjects {accuracy:.2f}, "
