@@ -508,15 +508,16 @@ def _source_plan(view: LinearView, source: SourceBank | None, mode: str, frames:
         return []
     rows, full = view.z.shape[0], source.covariance == "full"
     step = rows if mode == "offline" else refresh
-    z = view.z if frames.all() else view.z * frames[:, None]  # masked frames add nothing to the sums
-    # Per-stretch sums in float32, 1024 rows at a time (no (T, D) temporary), accumulated over
-    # stretches and turned into moments in float64.
+    weight = frames.to(view.z.dtype)  # 0 for masked frames: they add nothing to the sums
+    # Per-stretch sums in float32, 1024 rows at a time, the mask applied through the products
+    # (no (T, D) temporary), accumulated over stretches and turned into moments in float64.
     count, first, second = [], [], []
     for j in range(0, rows, step):
-        pieces = [z[i:min(i + 1024, j + step, rows)] for i in range(j, min(j + step, rows), 1024)]
-        count.append(float(frames[j:j + step].sum()))
-        first.append(sum(x.sum(dim=0) for x in pieces))
-        second.append(sum(x.T @ x if full else x.square().sum(dim=0) for x in pieces))
+        spans = [(i, min(i + 1024, j + step, rows)) for i in range(j, min(j + step, rows), 1024)]
+        pieces = [(view.z[a:b], weight[a:b]) for a, b in spans]
+        count.append(float(weight[j:j + step].sum()))
+        first.append(sum(m @ x for x, m in pieces))
+        second.append(sum((x.T * m) @ x if full else m @ x.square() for x, m in pieces))
     count = torch.tensor(count, dtype=torch.float64)
     first, second = torch.stack(first).double(), torch.stack(second).double()
     if mode == "online":  # each stretch sees the stretches before it only
