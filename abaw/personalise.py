@@ -37,7 +37,7 @@ import heapq
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -100,12 +100,17 @@ def two_class(view: LinearView) -> LinearView:
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) of softmax(logits) over the last dim. Computed on the transposed
-    copy, reducing over its first dim: on the CPU, a softmax over 8 contiguous values per row
-    is over ten times slower than over thousands of rows at once."""
-    flat = logits.reshape(-1, logits.shape[-1]).T.contiguous()
-    log_p = flat.log_softmax(dim=0)
-    return -(log_p.exp() * log_p).sum(dim=0).reshape(logits.shape[:-1])
+    """Shannon entropy (nats) of softmax(logits) over the last dim. Row by row on purpose: a
+    faster column-wise form rounds a few rows differently from the rest, so that identical
+    frames would no longer tie (and ties keep the earlier frame)."""
+    log_p = logits.log_softmax(dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def _check_view(view: LinearView) -> None:
+    if view.z.dtype != torch.float32 or view.weight.dtype != torch.float32:
+        raise ValueError(f"personalisation runs on a float32 view (linear_view, view_of_rows give one); got z "
+                         f"{view.z.dtype}, weight {view.weight.dtype}")
 
 
 def _check_mode(mode: str) -> None:
@@ -156,16 +161,17 @@ def _may_enter(keys: torch.Tensor, classes: torch.Tensor, size: int | None, num_
     with them too. After the first spans, most items fail it, and the Python pass skips them.
     """
     rows, entering = keys.shape[0], classes >= 0
-    if size is None or rows == 0:
+    span = max(128, 4 * size) if size is not None else rows
+    if rows <= span:  # one span: no earlier span to bound it
         return entering.nonzero().flatten()
-    span = max(128, 4 * size)
     spans = -(-rows // span)
     grid = torch.full((spans * span, num_classes), math.inf, dtype=keys.dtype)
     ids = entering.nonzero().flatten()
     grid[ids, classes[ids]] = keys[ids]
     kth = grid.view(spans, span, num_classes).topk(size, dim=1, largest=False).values[:, -1]  # (spans, C)
     bound = torch.cat([torch.full((1, num_classes), math.inf, dtype=keys.dtype), kth.cummin(dim=0).values[:-1]])
-    return ids[keys[ids] < bound[ids // span, classes[ids]]]
+    bound = bound[ids // span, classes[ids]]
+    return ids[(keys[ids] < bound) | (bound == math.inf)]  # a set not yet full takes any key (inf, NaN too)
 
 
 @dataclass(frozen=True)
@@ -235,6 +241,7 @@ def t3a(view: LinearView, k: int | str | None = 20, mode: str = "offline", keep_
     ignored (T3A uses the test track alone); it is there so every method takes the same call.
     """
     _check_mode(mode)
+    _check_view(view)
     k = None if k in (None, "all") else int(k)
     if k is not None and k < 1:
         raise ValueError(f"t3a: k={k} must be >= 1 or 'all'")
@@ -258,10 +265,10 @@ def t3a(view: LinearView, k: int | str | None = 20, mode: str = "offline", keep_
 
 
 def _lowest_final(classes: torch.Tensor, keys: torch.Tensor, size: int | torch.Tensor | None) -> torch.Tensor:
-    """Indices of the items :func:`_lowest_stream` ends with, items in arrival order: per class
-    (< 0: never enters) the ``size`` lowest keys (None: all; a (classes,) tensor: per class),
-    ties to the earlier item; grouped by class, ascending key. One sort instead of a pass,
-    where only the end matters (offline)."""
+    """Indices of the items :func:`_lowest_stream` ends with (items indexed in arrival order):
+    per class (< 0: never enters) the ``size`` lowest keys (None: all; a (classes,) tensor: per
+    class), ties to the earlier item; returned grouped by class, ascending key. One sort
+    instead of a pass, where only the end matters (offline)."""
     items = (classes >= 0).nonzero().flatten()
     order = items[(classes[items] << 32 | _ordered_bits(keys[items])).argsort(stable=True)]  # ties: arrival order
     if size is None:
@@ -272,12 +279,14 @@ def _lowest_final(classes: torch.Tensor, keys: torch.Tensor, size: int | torch.T
 
 
 def _ordered_bits(keys: torch.Tensor) -> torch.Tensor:
-    """(n,) int64 in [0, 2³²) ordered as the float32 ``keys`` are (equal keys, equal values):
-    the IEEE bits, with the sign bit set for positive numbers and every bit flipped for
-    negative ones. So class and key sort in one integer sort, not two stable float sorts."""
+    """(n,) int64 in [0, 2³²) ordered as the float32 ``keys`` are (equal keys, equal values;
+    NaN after +inf, as a float sort puts it): the IEEE bits, with the sign bit set for positive
+    numbers and every bit flipped for negative ones. So class and key sort in one integer sort,
+    not two stable float sorts."""
     if keys.dtype != torch.float32:  # another width would need other bits (and rounding could make ties)
         raise TypeError(f"_ordered_bits takes float32 keys, got {keys.dtype}")
-    bits = (keys + 0.0).view(torch.int32).long()  # + 0.0: -0.0 becomes 0.0, equal as floats
+    keys = torch.where(keys.isnan(), keys.abs(), keys + 0.0)  # -0.0 becomes 0.0; NaN positive: last
+    bits = keys.view(torch.int32).long()
     return torch.where(bits < 0, ~bits, bits | (1 << 31)) & 0xFFFFFFFF
 
 
@@ -597,6 +606,17 @@ def _final_cache(keys: torch.Tensor, classes: torch.Tensor, size: int | torch.Te
     return _padded(ids, [[math.inf] * len(row) for row in ids])
 
 
+class _Group(NamedTuple):
+    """One group of dictionary columns in :func:`_refine`: the source, or one cache."""
+
+    entries: torch.Tensor  # (C, E_g, D) unit vectors, zero rows as padding
+    ok: torch.Tensor  # (C, E_g) False on padding (or a class a source subject lacks)
+    cache: _Cache | None  # online caches: when each entry entered and left
+    runs: torch.Tensor | None  # the source: the run (E_g,) each column's prototype belongs to
+    weight: float  # signed: the negative cache's mean is subtracted
+    big: bool  # may hold more than ``top`` entries for a frame: the top-k cut applies
+
+
 def _refine(view: LinearView, norms: torch.Tensor, logits0: torch.Tensor, predicted: torch.Tensor, mode: str,
             plan: list, proto_sims: list, caches: list, source_weight: float, top: int) -> torch.Tensor:
     """classifier(|z| · norm(v)), v = ẑ + a_s e_src + a_p e_pos − a_n e_neg, for every frame.
@@ -605,7 +625,7 @@ def _refine(view: LinearView, norms: torch.Tensor, logits0: torch.Tensor, predic
     prototype in every source run, then every frame that was ever in its positive, then its
     negative cache (offline: the final caches only); padding rows are zero. Frame t of
     predicted class c has similarities s = X_c ẑ_t (one product per class, over that class's
-    frames; the prototypes' are those of the consistency gate, ``proto_sims``), and whether
+    frames; the prototypes' are the consistency gate's, ``proto_sims``), and whether
     each entry counts for it (its run, the entry's entry and exit frames online, padding)
     decides the coefficients a (T, E), all classes at once, with
     v = ẑ + a X_c. Then, without forming v: W v = W ẑ + a (X_c Wᵀ) and
@@ -614,25 +634,25 @@ def _refine(view: LinearView, norms: torch.Tensor, logits0: torch.Tensor, predic
     weight, whether it can hold more than ``top``) each.
     """
     z, weight, classes = view.z, view.weight, view.weight.shape[0]
-    groups = []  # (entries (C, E_g, D), ok (C, E_g), cache (online) or None, runs (E_g,) or None, weight, big)
+    groups: list[_Group] = []
     if plan and source_weight:  # every run's prototypes, valid for the frames of that run
         protos = torch.cat([p for _, _, p, _ in plan]).transpose(0, 1)  # (C, E, D)
         present = torch.cat([q for _, _, _, q in plan]).T
         runs = torch.cat([torch.full((p.shape[0],), r) for r, (_, _, p, _) in enumerate(plan)])
-        groups.append((protos, present, None, runs, source_weight, max(p.shape[0] for _, _, p, _ in plan) > top))
+        groups.append(_Group(protos, present, None, runs, source_weight, max(p.shape[0] for _, _, p, _ in plan) > top))
     for cache, cache_weight, big in caches:
         if cache_weight and cache.ids.shape[1]:
             units = z[cache.ids] / norms[cache.ids] * cache.ok[..., None]
-            groups.append((units, cache.ok, cache if mode == "online" else None, None, cache_weight, big))
+            groups.append(_Group(units, cache.ok, cache if mode == "online" else None, None, cache_weight, big))
     if not groups:
         return logits0.clone()
-    entries = torch.cat([g[0] for g in groups], dim=1)  # (C, E, D)
+    entries = torch.cat([g.entries for g in groups], dim=1)  # (C, E, D)
     table = torch.cat([entries @ weight.T, entries @ entries.transpose(1, 2)], dim=2)  # (C, E, C + E)
     order = predicted.argsort(stable=True)  # frames grouped by predicted class, in time order
     counts = torch.bincount(predicted, minlength=classes).tolist()
     bounds = [0] + torch.tensor(counts).cumsum(dim=0).tolist()
     busy = [(c, bounds[c], bounds[c + 1]) for c in range(classes) if counts[c]]
-    first = groups[0][0].shape[1] if plan and source_weight else 0  # the source's columns come first
+    first = groups[0].entries.shape[1] if groups[0].runs is not None else 0  # the source's columns come first
     sims = torch.empty(len(order), entries.shape[1])
     if first:  # frame t's similarity with the prototypes of class ĉ_t in its own run (the others do not count)
         source_sims, column = torch.zeros(len(order), first), 0
@@ -649,19 +669,19 @@ def _refine(view: LinearView, norms: torch.Tensor, logits0: torch.Tensor, predic
             torch.mm(torch.index_select(z, 0, order[a:b], out=rows_of[:b - a]), entries[c, first:].T, out=cached[a:b])
         sims[:, first:] = cached / norms[order]
     owner = predicted[order]
-    valid = torch.cat([g[1] for g in groups], dim=1)[owner]  # (T, E): entry e exists for frame t's class
+    valid = torch.cat([g.ok for g in groups], dim=1)[owner]  # (T, E): entry e exists for frame t's class
     column, spans = 0, []
-    for units, _, cache, runs, _, _ in groups:
-        span = slice(column, column + units.shape[1])
+    for group in groups:
+        span = slice(column, column + group.entries.shape[1])
         spans.append(span)
         column = span.stop
-        if cache is not None:  # online: in the cache at frame t
+        if group.cache is not None:  # online: in the cache at frame t
             when = order[:, None].double()
-            valid[:, span] &= (cache.ids[owner] <= when) & (when < cache.leave[owner])
-        if runs is not None and len(plan) > 1:  # online: the prototypes of frame t's own run
+            valid[:, span] &= (group.cache.ids[owner] <= when) & (when < group.cache.leave[owner])
+        if group.runs is not None and len(plan) > 1:  # online: the prototypes of frame t's own run
             run_of = torch.repeat_interleave(torch.arange(len(plan)), torch.tensor([b - a for a, b, _, _ in plan]))
-            valid[:, span] &= runs[None] == run_of[order][:, None]
-    coef = _group_weights(sims, valid, spans, [g[4] for g in groups], [top if g[5] else None for g in groups])
+            valid[:, span] &= group.runs[None] == run_of[order][:, None]
+    coef = _group_weights(sims, valid, spans, [g.weight for g in groups], [top if g.big else None for g in groups])
     mixed = torch.empty(len(order), table.shape[2])
     for c, a, b in busy:
         torch.mm(coef[a:b], table[c], out=mixed[a:b])
@@ -694,18 +714,11 @@ def _group_weights(sims: torch.Tensor, valid: torch.Tensor, spans: list[slice], 
     return w * (scale @ member.T)
 
 
-def _scores(view: LinearView, plan: list, norms: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The original logits (T, C) and, per run of the source plan, the cosine similarities
-    (n, m, C) of its frames with its prototypes: one product per run for both."""
-    if not plan:
-        return view.logits(), []
-    logits, sims = torch.empty(view.z.shape[0], view.weight.shape[0]), []
-    for start, end, protos, _ in plan:
-        m, classes = protos.shape[:2]
-        both = view.z[start:end] @ torch.cat([view.weight, protos.flatten(0, 1)]).T
-        logits[start:end] = both[:, :classes] + view.bias
-        sims.append((both[:, classes:] / norms[start:end]).unflatten(1, (m, classes)))
-    return logits, sims
+def _prototype_sims(view: LinearView, plan: list, norms: torch.Tensor) -> list[torch.Tensor]:
+    """Per run of the source plan, the cosine similarities (n, m, C) of its frames with its
+    prototypes (one product per run; the logits stay ``view.logits()``, the model's own)."""
+    return [(view.z[start:end] @ protos.flatten(0, 1).T / norms[start:end]).unflatten(1, protos.shape[:2])
+            for start, end, protos, _ in plan]
 
 
 @torch.no_grad()
@@ -716,6 +729,7 @@ def cap_trace(view: LinearView, mode: str = "offline", source: SourceBank | None
               negative_weight: float = 1.0) -> CaPTrace:
     """Three-cache personalisation of one track (see :func:`cap`), with what it did."""
     _check_mode(mode)
+    _check_view(view)
     for name, value in (("positive_size", positive_size), ("negative_size", negative_size), ("top", top),
                         ("subjects", subjects), ("window", window), ("refresh", refresh)):
         if int(value) != value or value < 1:
@@ -724,14 +738,14 @@ def cap_trace(view: LinearView, mode: str = "offline", source: SourceBank | None
     frames = _frames_mask(mask, rows)
     norms = z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     plan = _source_plan(view, source, mode, frames, refresh, subjects)
-    logits0, proto_sims = _scores(view, plan, norms)
+    logits0, proto_sims = view.logits(), _prototype_sims(view, plan, norms)
     predicted = logits0.max(dim=-1).indices  # the first on ties, as argmax, and faster on the CPU
     least = logits0.min(dim=-1).indices
     spread = entropy(logits0) / math.log(classes)
 
     # The consistency gate: each class's nearest prototype in the run's source cache.
     consistent = torch.ones(rows, dtype=torch.bool)
-    for (start, end, _, present), sims in zip(plan, proto_sims):
+    for (start, end, _, present), sims in zip(plan, proto_sims) if classes > 1 else ():
         best = torch.full((end - start, classes), -math.inf)  # per class, the nearest of the m prototypes
         for i in range(sims.shape[1]):  # m element-wise maxima: far faster than a max over the middle dim
             best = torch.maximum(best, sims[:, i].masked_fill(~present[i], -math.inf))
@@ -753,6 +767,7 @@ def cap_trace(view: LinearView, mode: str = "offline", source: SourceBank | None
         both = torch.where(positive_gate, predicted, torch.where(negative_gate, least + classes, -1))
         sizes = torch.tensor([positive_size] * classes + [negative_size] * classes)
         positive, negative = _final_cache(spread, both, sizes, 2 * classes).split(classes)
+    # The negative cache's mean is subtracted: its weight enters with a minus sign.
     caches = [(positive, positive_weight, positive_size > top), (negative, -negative_weight, negative_size > top)]
     logits = _refine(view, norms, logits0, predicted, mode, plan, proto_sims, caches, source_weight, top)
     return CaPTrace(logits, predicted, stable, confident, ambiguous, consistent, positive_gate, negative_gate,

@@ -160,6 +160,45 @@ def test_lowest_k_sets_of_a_long_stream_with_ties(size):
     assert [sorted(final[labels[final] == c].tolist()) for c in range(classes)] == expected[-1]
 
 
+def test_lowest_k_of_unusual_keys():
+    nan, inf = math.nan, math.inf
+    assert _lowest_final(torch.tensor([0, 0, 0, 0]), torch.tensor([nan, 0.5, 0.2, 0.7]), 2).tolist() == [2, 1]
+    keys = torch.full((300,), inf)  # a set not yet full takes even an infinite key, past the first span
+    labels = torch.tensor([0] * 2 + [1] * 296 + [0] * 2)
+    assert [t for t, _, _ in _lowest_stream(keys, labels, 3, 2)] == [0, 1, 2, 3, 4, 298]
+
+
+def test_identical_frames_tie_and_the_earlier_ones_are_kept():
+    # 1003 copies of one frame: bit-identical logits, so equal entropies in every row (also in
+    # the rows a vectorised kernel would leave to its scalar tail); the earliest copies win.
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(8, 64, generator=g)
+    view = LinearView(torch.randn(1, 64, generator=g).expand(1003, 64).contiguous() * 0.3, weight, torch.zeros(8))
+    assert entropy(view.logits()).unique().numel() == 1
+    for mode in ("online", "offline"):
+        trace = cap_trace(view, mode, positive_entropy=1.0, negative_entropy=1.0, positive_size=2, window=1)
+        assert [ids for ids in trace.positive if ids] == [[1, 2]]
+
+
+def test_cap_predicts_with_the_model_own_logits_also_with_a_source_bank():
+    # Two nearly tied classes: CaP's prediction (its gates, caches and refined class) must be
+    # the arg-max of the view's own logits, frame by frame, not of a product computed otherwise.
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(8, 512, generator=g)
+    weight[1] = weight[0] + 1e-7 * torch.randn(512, generator=g)
+    view = LinearView(torch.randn(4000, 512, generator=g), weight, torch.zeros(8))
+    source = build_source([torch.randn(200, 512, generator=g)], [torch.randint(0, 8, (200,), generator=g)], ["s"], 8)
+    assert torch.equal(cap_trace(view, "offline", source).predicted, view.logits().argmax(1))
+
+
+def test_a_view_that_is_not_float32_is_refused():
+    view = random_view()
+    wide = LinearView(view.z.double(), view.weight.double(), view.bias.double())
+    for run in (t3a, cap):
+        with pytest.raises(ValueError, match="float32"):
+            run(wide)
+
+
 def test_t3a_masked_frames_never_become_supports():
     mask = torch.tensor([False, True, True, True])  # frame 0 may not join: class 0 keeps its seed (k=1)
     weights = torch.stack([unit(1, 0), unit(0.5, 3)])
