@@ -161,9 +161,9 @@ def _may_enter(keys: torch.Tensor, classes: torch.Tensor, size: int | None, num_
     with them too. After the first spans, most items fail it, and the Python pass skips them.
     """
     rows, entering = keys.shape[0], classes >= 0
-    span = max(128, 4 * size) if size is not None else rows
-    if rows <= span:  # one span: no earlier span to bound it
+    if size is None or rows <= max(128, 4 * size):  # no bound, or one span with none before it
         return entering.nonzero().flatten()
+    span = max(128, 4 * size)
     spans = -(-rows // span)
     grid = torch.full((spans * span, num_classes), math.inf, dtype=keys.dtype)
     ids = entering.nonzero().flatten()
@@ -670,13 +670,12 @@ def _refine(view: LinearView, norms: torch.Tensor, logits0: torch.Tensor, predic
         sims[:, first:] = cached / norms[order]
     owner = predicted[order]
     valid = torch.cat([g.ok for g in groups], dim=1)[owner]  # (T, E): entry e exists for frame t's class
-    column, spans = 0, []
+    column, spans, when = 0, [], order[:, None].double()  # each sorted row's frame
     for group in groups:
         span = slice(column, column + group.entries.shape[1])
         spans.append(span)
         column = span.stop
         if group.cache is not None:  # online: in the cache at frame t
-            when = order[:, None].double()
             valid[:, span] &= (group.cache.ids[owner] <= when) & (when < group.cache.leave[owner])
         if group.runs is not None and len(plan) > 1:  # online: the prototypes of frame t's own run
             run_of = torch.repeat_interleave(torch.arange(len(plan)), torch.tensor([b - a for a, b, _, _ in plan]))
