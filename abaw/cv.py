@@ -29,7 +29,8 @@ from abaw.data import resolve_tasks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
 from abaw.metrics import score
-from abaw.personalise import METHODS, LinearView, SourceBank, build_source, param_grid, personalise_view, view_of_rows
+from abaw.personalise import (METHODS, LinearView, SourceBank, build_source, param_grid, personalise_views,
+                              views_of_rows)
 from abaw.postprocess import PostParams, TrackOutput, apply, tune
 from abaw.report import write_report
 from abaw.rundir import SOURCES, CVDir, config_hash, source_values
@@ -272,18 +273,20 @@ def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training
     if missing:
         predicted.update(predict_frames(checkpoint, config, missing, features=True))
 
-    def view(unit: tuple[Track, ...]) -> LinearView:  # the rows are dropped once viewed: no second copy held
-        rows = [predicted[t.id].pop("view") for t in unit]
-        return view_of_rows(model, torch.from_numpy(rows[0] if len(rows) == 1 else np.concatenate(rows)))
+    def views_of(units: list[tuple[Track, ...]]) -> list[LinearView]:  # the rows are dropped once viewed: no second copy
+        rows = [[predicted[t.id].pop("view") for t in unit] for unit in units]
+        logits = [[predicted[t.id].pop("logits") for t in unit] for unit in units]
+        return views_of_rows(model, [torch.from_numpy(np.concatenate(r) if len(r) > 1 else r[0]) for r in rows],
+                             [torch.from_numpy(np.concatenate(o) if len(o) > 1 else o[0]) for o in logits])
 
     source = None
     if training:
-        trained = [view((t,)) for t in training]
+        trained = views_of([(t,) for t in training])
         source = build_source([v.z for v in trained], [torch.from_numpy(class_indices(t)) for t in training],
                               [person_of(t) for t in training], trained[0].weight.shape[0])
     units = personalisation_units(held_out)
     masks = [torch.from_numpy(np.concatenate([predicted[t.id]["present"] for t in unit]).astype(bool)) for unit in units]
-    return FoldViews(units, [view(unit) for unit in units], masks, source)
+    return FoldViews(units, views_of(units), masks, source)
 
 
 def personalised_predictions(predictions: dict[str, dict[str, np.ndarray]], views: FoldViews, method: str,
@@ -291,12 +294,12 @@ def personalised_predictions(predictions: dict[str, dict[str, np.ndarray]], view
     """One fold model's predictions of ``views``' tracks with ``probabilities`` replaced by those
     of its personalised logits (offline, per unit: a track, or an A/H participant's videos;
     face-present frames only in the caches), as CV scores it and ``predict`` applies it. The
-    other arrays (the fallback MLP's included) stay the model's own, ``view`` (an embedding,
-    not a prediction) is dropped, and a one-logit head (A/H) keeps one probability, class 1's."""
-    out = {track_id: {name: a for name, a in arrays.items() if name != "view"}
+    other arrays (the fallback MLP's included) stay the model's own, ``view`` and ``logits``
+    (what personalisation read, not predictions) are dropped, and a one-logit head (A/H) keeps one probability, class 1's."""
+    out = {track_id: {name: a for name, a in arrays.items() if name not in ("view", "logits")}
            for track_id, arrays in predictions.items()}
-    for unit, view, mask in zip(views.units, views.views, views.masks):
-        logits = personalise_view(method, view, params, "offline", views.source, mask)
+    adapted = personalise_views(method, views.views, params, "offline", views.source, views.masks)
+    for unit, logits in zip(views.units, adapted):
         probabilities = torch.softmax(logits.double(), dim=-1).float().numpy()
         start = 0
         for track in unit:
@@ -396,8 +399,8 @@ def personalisation_scores(task: Task, folds: dict[int, FoldViews], methods=METH
         for params in param_grid(method):
             fold_scores = {}
             for k, fold in folds.items():
-                decisions = [personalise_view(method, view, params, mode, fold.source, mask).argmax(dim=-1)
-                             .numpy()[:, None] for view, mask in zip(fold.views, fold.masks)]
+                decisions = [logits.argmax(dim=-1).numpy()[:, None] for logits in
+                             personalise_views(method, fold.views, params, mode, fold.source, fold.masks)]
                 fold_scores[k] = _score(task, fold.labels(), decisions, fold.valid())
             table[method].append((params, fold_scores))
     return table

@@ -1,4 +1,4 @@
-"""Gradient-free test-time personalisation of a frozen classifier, one track at a time.
+"""Gradient-free test-time personalisation of a frozen classifier, each track on its own.
 
 Every test video shows a person the model never saw, and people differ more than their
 expressions do. The two methods here adapt the model's last linear map to the track in front
@@ -26,9 +26,12 @@ equivalent (:func:`two_class`). For A/H, a "track" is a participant's videos, on
 (the video embedding): one video alone gives a single row, nothing to adapt from.
 
 Entry points: :func:`personalise` (model + features of one track), :func:`personalise_view`
-(an already computed view), :func:`view_of_rows` (a view from the z rows prediction kept),
-:func:`build_source` (the training side of ``cap``), :data:`METHODS`, :func:`param_grid` and
-:func:`check_params` for out-of-fold selection.
+(an already computed view), :func:`personalise_views` (many tracks' views of one model, each
+on its own, computed together: what ``predict`` and ``abaw cv`` call, as the fixed cost of a
+call is then paid once per batch of tracks), :func:`view_of_rows` / :func:`views_of_rows`
+(views from the z rows and logits prediction kept), :func:`build_source` (the training side
+of ``cap``), :data:`METHODS`, :func:`param_grid` and :func:`check_params` for out-of-fold
+selection.
 """
 
 from __future__ import annotations
@@ -47,14 +50,20 @@ MODES = ("online", "offline")
 
 @dataclass(frozen=True)
 class LinearView:
-    """One track through the model's last linear map: z (T, D), weight (C, D), bias (C,)."""
+    """One track through the model's last linear map: z (T, D), weight (C, D), bias (C,);
+    ``own`` (T, C), if given, the logits the prediction itself computed from these z rows
+    (z @ weight.T + bias up to float rounding), which the methods then take as the model's
+    own instead of computing them again."""
 
     z: torch.Tensor
     weight: torch.Tensor
     bias: torch.Tensor
+    own: torch.Tensor | None = None
 
     def logits(self, z: torch.Tensor | None = None) -> torch.Tensor:
         """(T, C) logits of the original classifier on ``z`` (default: the track's own)."""
+        if z is None and self.own is not None:
+            return self.own
         return (self.z if z is None else z) @ self.weight.T + self.bias
 
 
@@ -72,21 +81,33 @@ def linear_view(model, features: torch.Tensor) -> LinearView:
     return _as_view(*model.linear_view(features.float()))
 
 
-@torch.no_grad()
-def view_of_rows(model, z: torch.Tensor) -> LinearView:
+def view_of_rows(model, z: torch.Tensor, logits: torch.Tensor | None = None) -> LinearView:
     """The view of z rows a prediction already computed (``predict_frames(..., features=True)``
-    keeps them as ``view``) with the model's last linear map, which is the same for every input."""
+    keeps them as ``view``, and the logits it computed from them as ``logits``)."""
+    return views_of_rows(model, [z], None if logits is None else [logits])[0]
+
+
+@torch.no_grad()
+def views_of_rows(model, rows: Sequence[torch.Tensor],
+                  logits: Sequence[torch.Tensor | None] | None = None) -> list[LinearView]:
+    """:func:`view_of_rows` of several tracks' rows, with the model's last linear map (the same
+    for every input, so computed once)."""
     if model.training:
         raise ValueError("view_of_rows: call model.eval() first")
     device = next(model.parameters()).device
     _, weight, bias = model.linear_view(torch.zeros(1, model.feature_dim, device=device))
-    if z.dim() != 2 or z.shape[1] != weight.shape[1]:
-        raise ValueError(f"view_of_rows: z must be (T, {weight.shape[1]}), got {tuple(z.shape)}")
-    return _as_view(z, weight, bias)
+    logits = [None] * len(rows) if logits is None else list(logits)
+    for z, own in zip(rows, logits):
+        if z.dim() != 2 or z.shape[1] != weight.shape[1]:
+            raise ValueError(f"view_of_rows: z must be (T, {weight.shape[1]}), got {tuple(z.shape)}")
+        if own is not None and tuple(own.shape) != (z.shape[0], weight.shape[0]):
+            raise ValueError(f"view_of_rows: logits must be ({z.shape[0]}, {weight.shape[0]}), got {tuple(own.shape)}")
+    return [_as_view(z, weight, bias, own) for z, own in zip(rows, logits)]
 
 
-def _as_view(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> LinearView:
-    view = LinearView(z.float().cpu(), weight.detach().float().cpu(), bias.detach().float().cpu())
+def _as_view(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, own: torch.Tensor | None = None) -> LinearView:
+    view = LinearView(z.float().cpu(), weight.detach().float().cpu(), bias.detach().float().cpu(),
+                      None if own is None else own.float().cpu())
     return two_class(view) if view.weight.shape[0] == 1 else view
 
 
@@ -96,7 +117,8 @@ def two_class(view: LinearView) -> LinearView:
     methods need a row per class to put supports and prototypes under."""
     if view.weight.shape[0] != 1:
         raise ValueError(f"two_class takes a one-logit view, got {view.weight.shape[0]} logits")
-    return LinearView(view.z, torch.cat([-view.weight, view.weight]) / 2, torch.cat([-view.bias, view.bias]) / 2)
+    own = None if view.own is None else torch.cat([-view.own, view.own], dim=1) / 2
+    return LinearView(view.z, torch.cat([-view.weight, view.weight]) / 2, torch.cat([-view.bias, view.bias]) / 2, own)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -111,6 +133,9 @@ def _check_view(view: LinearView) -> None:
     if view.z.dtype != torch.float32 or view.weight.dtype != torch.float32:
         raise ValueError(f"personalisation runs on a float32 view (linear_view, view_of_rows give one); got z "
                          f"{view.z.dtype}, weight {view.weight.dtype}")
+    if view.own is not None and tuple(view.own.shape) != (view.z.shape[0], view.weight.shape[0]):
+        raise ValueError(f"a view's own logits must be (T, C) = {(view.z.shape[0], view.weight.shape[0])}, got "
+                         f"{tuple(view.own.shape)}")
 
 
 def _check_mode(mode: str) -> None:
@@ -220,6 +245,70 @@ def _moves(changes: list[tuple[int, int, int]], rows: int, norms: torch.Tensor, 
     return _Moves(hot, (changed >= 0) * inverse, times[left >= 0], left[left >= 0], inverse)
 
 
+# ------------------------------------------------------------------------------------- units
+
+@dataclass(frozen=True)
+class _Units:
+    """The views of several units (tracks, or a participant's videos) of one model, each
+    personalised on its own but computed together. A personalisation costs a few hundred small
+    tensor operations whatever a unit's length, so one call for many units pays that once:
+    per-row quantities (logits, entropies, gates) are concatenated in unit order, rows
+    [starts[u], starts[u + 1]) being unit u's, while the z rows stay in their views (no
+    concatenated copy of the largest array). Class c of unit u is the group u·C + c: supports,
+    caches and dictionaries are per group, so no unit sees another's frames."""
+
+    views: tuple[LinearView, ...]
+    starts: tuple[int, ...]  # B + 1 row offsets
+    unit: torch.Tensor  # (N,) each row's unit
+    position: torch.Tensor  # (N,) each row's index within its unit
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.views[0].weight
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.views[0].bias
+
+    @property
+    def classes(self) -> int:
+        return self.weight.shape[0]
+
+    @property
+    def groups(self) -> int:
+        return len(self.views) * self.classes
+
+    def rows(self, u: int) -> slice:
+        return slice(self.starts[u], self.starts[u + 1])
+
+    def cat(self, per_view: Callable[[LinearView], torch.Tensor]) -> torch.Tensor:
+        return torch.cat([per_view(view) for view in self.views])
+
+
+def _units(views: Sequence[LinearView], masks: Sequence[torch.Tensor | None] | None) -> tuple[_Units, torch.Tensor]:
+    """The units of ``views`` and the (N,) mask of the frames that may enter supports and caches."""
+    if not views:
+        raise ValueError("personalisation needs at least one view")
+    masks = [None] * len(views) if masks is None else list(masks)
+    if len(masks) != len(views):
+        raise ValueError(f"{len(views)} views but {len(masks)} masks: one mask (or None) per view")
+    for view in views:
+        _check_view(view)
+    weight, bias = views[0].weight, views[0].bias
+    for view in views[1:]:
+        if view.weight is not weight and not (view.weight.shape == weight.shape and torch.equal(view.weight, weight)
+                                              and torch.equal(view.bias, bias)):
+            raise ValueError("views personalised together must share one model's last linear map (weight, bias)")
+    sizes = [view.z.shape[0] for view in views]
+    starts = [0]
+    for size in sizes:
+        starts.append(starts[-1] + size)
+    unit = torch.repeat_interleave(torch.arange(len(views)), torch.tensor(sizes))
+    position = torch.arange(starts[-1]) - torch.tensor(starts[:-1])[unit]
+    frames = torch.cat([_frames_mask(mask, size) for mask, size in zip(masks, sizes)])
+    return _Units(tuple(views), tuple(starts), unit, position), frames
+
+
 # --------------------------------------------------------------------------------------- T3A
 
 @torch.no_grad()
@@ -240,25 +329,70 @@ def t3a(view: LinearView, k: int | str | None = 20, mode: str = "offline", keep_
     is dropped, as in the paper: the prototypes replace the whole last layer. ``source`` is
     ignored (T3A uses the test track alone); it is there so every method takes the same call.
     """
+    return _t3a_units([view], mode, source, [mask], k=k, keep_seeds=keep_seeds, block=block)[0]
+
+
+@torch.no_grad()
+def _t3a_units(views: Sequence[LinearView], mode: str = "offline", source: SourceBank | None = None,
+               masks: Sequence[torch.Tensor | None] | None = None, k: int | str | None = 20,
+               keep_seeds: bool = False, block: int = 32) -> list[torch.Tensor]:
+    """:func:`t3a` of each view on its own (offline, all of them in one pass)."""
     _check_mode(mode)
-    _check_view(view)
     k = None if k in (None, "all") else int(k)
     if k is not None and k < 1:
         raise ValueError(f"t3a: k={k} must be >= 1 or 'all'")
+    units, frames = _units(views, masks)
+    compete = k is not None and not keep_seeds
+    if mode == "offline":
+        return _t3a_offline(units, frames, k, compete)
+    return [_t3a_online(view, frames[units.rows(u)], k, compete, block) for u, view in enumerate(units.views)]
+
+
+def _t3a_offline(units: _Units, frames: torch.Tensor, k: int | None, compete: bool) -> list[torch.Tensor]:
+    """Offline T3A of every unit: the supports each class of each unit ends with (the sets
+    :func:`_lowest_stream` ends with: per group the ``k`` lowest entropies, ties to the earlier
+    item, the seeds first) from one sort over all units, then z · normalise(Σ unit supports).
+    ``compete``: the seeds are items like the frames; otherwise every seed is kept besides."""
+    weight, classes, count = units.weight, units.classes, len(units.views)
+    logits = units.cat(LinearView.logits)
+    predicted = logits.max(dim=-1).indices  # the first on ties, as argmax, and faster on the CPU
+    group = torch.where(frames, units.unit * classes + predicted, -1)
+    items = (group >= 0).nonzero().flatten()
+    seeds = F.normalize(weight, dim=-1)
+    keys = entropy(logits)[items]
+    if compete:  # items: every unit's seeds (time -1, so first), then the frames in time order
+        item_group = torch.cat([torch.arange(units.groups), group[items]])
+        item_key = torch.cat([entropy(units.views[0].logits(weight)).repeat(count), keys])
+    else:
+        item_group, item_key = group[items], keys
+    kept = _lowest_final(item_group, item_key, k)
+    first = units.groups if compete else 0  # item index of the first frame
+    sums = torch.zeros(units.groups, weight.shape[1]) if compete else seeds.repeat(count, 1)
+    sums[kept[kept < first]] += seeds[kept[kept < first] % classes]
+    chosen = items[kept[kept >= first] - first]  # grouped by group, so unit by unit
+    bounds = torch.searchsorted(units.unit[chosen], torch.arange(count + 1)).tolist()
+    out = []
+    for u, view in enumerate(units.views):
+        rows = chosen[bounds[u]:bounds[u + 1]] - units.starts[u]
+        mine = sums[u * classes:(u + 1) * classes]
+        mine.index_add_(0, predicted[rows + units.starts[u]], F.normalize(view.z[rows], dim=-1))
+        out.append(view.z @ F.normalize(mine, dim=-1).T)
+    return out
+
+
+def _t3a_online(view: LinearView, frames: torch.Tensor, k: int | None, compete: bool, block: int) -> torch.Tensor:
+    """Online T3A of one track: the supports' changes from one pass (:func:`_lowest_stream`),
+    then every frame's prototype logits (:func:`_prototype_logits_online`)."""
     z, weight = view.z, view.weight
     rows, classes = z.shape[0], weight.shape[0]
     logits = view.logits()
-    predicted = torch.where(_frames_mask(mask, rows), logits.max(dim=-1).indices.cpu(), -1)  # faster than argmax
+    predicted = torch.where(frames, logits.max(dim=-1).indices, -1)
     norms = z.norm(dim=-1).clamp_min(1e-12)  # supports by id: frames 0..T-1, seed c at T + c
     seeds = F.normalize(weight, dim=-1)  # each class's sum before frame 0: its seed (kept, or competing)
-    compete = k is not None and not keep_seeds
-    seed_entropy = entropy(view.logits(weight))
-    if mode == "offline":
-        return z @ F.normalize(_final_sums(z, norms, seeds, predicted, entropy(logits), seed_entropy, k, compete),
-                               dim=-1).T
     if k is None:  # every frame joins, none leaves: no heap needed
         changes = [(t, c, -1) for t, c in enumerate(predicted.tolist()) if c >= 0]
     else:
+        seed_entropy = entropy(view.logits(weight))
         initial = [(c, key, rows + c) for c, key in enumerate(seed_entropy.tolist())] if compete else []
         changes = _lowest_stream(entropy(logits), predicted, k, classes, initial)
     return _prototype_logits_online(z, seeds, _moves(changes, rows, norms, classes), changes, block)
@@ -289,28 +423,6 @@ def _ordered_bits(keys: torch.Tensor) -> torch.Tensor:
     bits = keys.view(torch.int32).long()
     return torch.where(bits < 0, ~bits, bits | (1 << 31)) & 0xFFFFFFFF
 
-
-def _final_sums(z: torch.Tensor, norms: torch.Tensor, seeds: torch.Tensor, predicted: torch.Tensor,
-                keys: torch.Tensor, seed_keys: torch.Tensor, k: int | None, compete: bool) -> torch.Tensor:
-    """(C, D) sum of each class's unit supports at the end of the track: the sets
-    :func:`_lowest_stream` ends with (per class the ``k`` lowest keys, ties to the earlier item,
-    the seeds first), found by one sort instead of a pass. ``compete``: the seeds are items like
-    the frames; otherwise every seed is kept besides the frames."""
-    classes = seeds.shape[0]
-    frames = (predicted >= 0).nonzero().flatten()
-    if compete:  # items: the seeds (time -1, so first), then the frames in time order
-        item_class = torch.cat([torch.arange(classes), predicted[frames]])
-        item_key = torch.cat([seed_keys, keys[frames]])
-    else:
-        item_class, item_key = predicted[frames], keys[frames]
-    kept = _lowest_final(item_class, item_key, k)
-    first = classes if compete else 0  # item index of the first frame
-    sums = torch.zeros_like(seeds) if compete else seeds.clone()
-    sums[kept[kept < first]] += seeds[kept[kept < first]]
-    chosen = frames[kept[kept >= first] - first]
-    weights = torch.zeros(z.shape[0], classes)  # (T, C): 1/|z_t| where frame t is kept under its class
-    weights[chosen, predicted[chosen]] = 1 / norms[chosen]
-    return sums.addmm_(weights.T, z)  # one product: no (T, D) temporary of unit vectors
 
 
 def _prototype_logits_online(z: torch.Tensor, seeds: torch.Tensor, moves: _Moves,
@@ -491,185 +603,319 @@ class CaPTrace:
     negative: list[list[int]]
 
 
-def _stable(predicted: torch.Tensor, window: int) -> torch.Tensor:
-    """Frame t's prediction is the strict majority of the ``window`` predictions before it
-    (frames with fewer predecessors are not yet stable; masked frames' predictions count too).
-    Only the past: the same online and offline."""
+def _stable(predicted: torch.Tensor, window: int, position: torch.Tensor) -> torch.Tensor:
+    """Frame t's prediction is the strict majority of the ``window`` predictions before it in
+    its unit (``position``: the row's index there; frames with fewer predecessors are not yet
+    stable; masked frames' predictions count too). Only the past: the same online and offline."""
     agree = torch.zeros_like(predicted)
     for lag in range(1, window + 1):
         agree[lag:] += (predicted[lag:] == predicted[:-lag]).long()
-    stable = agree * 2 > window
-    stable[:window] = False
-    return stable
+    return (agree * 2 > window) & (position >= window)  # so no comparison crosses into another unit
 
 
-def _source_plan(view: LinearView, source: SourceBank | None, mode: str, frames: torch.Tensor, refresh: int,
-                 subjects: int) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
-    """The source cache per run of frames: [(start, end, prototypes (m, C, D), present (m, C))].
+class _Run(NamedTuple):
+    """Rows [start, end) of one unit that use the same source cache: prototypes (m, C, D) and
+    present (m, C) of the subjects chosen for them (the pooled ones padded to m, absent)."""
 
-    Offline: the ``subjects`` nearest the whole track's statistics. Online: frames in
-    [j·refresh, (j+1)·refresh) use the subjects nearest the statistics of frames < j·refresh
-    (the pooled prototypes while fewer than 2 usable frames are behind): causal. The statistics
-    come from running sums over the stretches, the distances of all stretches from one batched
-    evaluation, and adjacent stretches that chose the same subjects form one run.
+    unit: int
+    start: int
+    end: int
+    prototypes: torch.Tensor
+    present: torch.Tensor
+
+
+def _stretches(units: _Units, mode: str, refresh: int) -> list[tuple[int, int, int]]:
+    """(unit, start, end) rows of the concatenation whose statistics choose a source cache:
+    offline every unit whole, online its stretches of ``refresh`` frames."""
+    out = []
+    for u in range(len(units.views)):
+        start, end = units.starts[u], units.starts[u + 1]
+        step = end - start if mode == "offline" else refresh
+        out += [(u, j, min(j + step, end)) for j in range(start, end, step)]
+    return out
+
+
+def _sums(units: _Units, frames: torch.Tensor, stretches: list[tuple[int, int, int]] | None,
+          full: bool = False) -> tuple[torch.Tensor, list[float], list[torch.Tensor], list[torch.Tensor]]:
+    """|z| (N, 1) of every row and, per stretch (None: no statistics), the count, Σz and Σz²
+    (``full``: Σzzᵀ) of its unmasked rows: one pass over z, a piece of about 1 MB at a time (so
+    that it is still in the cache for the products; the squares serve the norms and the second
+    moments, in one reused buffer), the mask applied through the products, in float32."""
+    weight = frames.float()  # 0 for masked frames: they add nothing to the sums
+    width = units.weight.shape[1]
+    piece = max(512, (1 << 18) // width)
+    squared, power = torch.empty(units.position.shape[0]), torch.empty(piece, width)
+    count, first, second = [], [], []
+    for u, a, b in stretches if stretches is not None else _stretches(units, "offline", 0):
+        z, offset, moments = units.views[u].z, units.starts[u], [0, 0]
+        for i in range(a, b, piece):
+            end = min(i + piece, b)
+            x, m = z[i - offset:end - offset], weight[i:end]
+            torch.sum(torch.mul(x, x, out=power[:end - i]), dim=1, out=squared[i:end])
+            if stretches is not None:
+                moments = [moments[0] + m @ x, moments[1] + ((x.T * m) @ x if full else m @ power[:end - i])]
+        count.append(float(weight[a:b].sum()))
+        first.append(moments[0])
+        second.append(moments[1])
+    return squared.sqrt_().clamp_min_(1e-12)[:, None], count, first, second
+
+
+def _source_plan(units: _Units, source: SourceBank | None, mode: str, stretches: list[tuple[int, int, int]],
+                 count: list[float], first: list[torch.Tensor], second: list[torch.Tensor],
+                 subjects: int) -> list[_Run]:
+    """The source cache of every run of rows, units in order, each unit's rows covered in order.
+
+    Offline: the ``subjects`` nearest the whole unit's statistics. Online: a unit's frames in
+    [j·refresh, (j+1)·refresh) use the subjects nearest the statistics of its frames before
+    j·refresh (the pooled prototypes while fewer than 2 usable frames are behind): causal. The
+    statistics come from the sums over the stretches (:func:`_sums`), turned into moments in
+    float64, the distances of every stretch of every unit from one batched evaluation, and
+    adjacent stretches of a unit that chose the same subjects form one run.
     """
     if source is None:
         return []
-    rows, full = view.z.shape[0], source.covariance == "full"
-    step = rows if mode == "offline" else refresh
-    weight = frames.to(view.z.dtype)  # 0 for masked frames: they add nothing to the sums
-    # Per-stretch sums in float32, 1024 rows at a time, the mask applied through the products
-    # (no (T, D) temporary), accumulated over stretches and turned into moments in float64.
-    count, first, second = [], [], []
-    for j in range(0, rows, step):
-        spans = [(i, min(i + 1024, j + step, rows)) for i in range(j, min(j + step, rows), 1024)]
-        pieces = [(view.z[a:b], weight[a:b]) for a, b in spans]
-        count.append(float(weight[j:j + step].sum()))
-        first.append(sum(m @ x for x, m in pieces))
-        second.append(sum((x.T * m) @ x if full else m @ x.square() for x, m in pieces))
     count = torch.tensor(count, dtype=torch.float64)
     first, second = torch.stack(first).double(), torch.stack(second).double()
-    if mode == "online":  # each stretch sees the stretches before it only
-        count, first, second = (torch.cat([torch.zeros_like(x[:1]), x.cumsum(dim=0)[:-1]])
-                                for x in (count, first, second))
+    owner = torch.tensor([u for u, _, _ in stretches])
+    if mode == "online":  # each stretch sees the stretches of its unit before it only
+        for u in range(len(units.views)):
+            mine = (owner == u).nonzero().flatten()
+            for x in (count, first, second):
+                x[mine] = torch.cat([torch.zeros_like(x[:1]), x[mine].cumsum(dim=0)[:-1]])
     usable = count >= 2
     choice = [None] * len(count)  # None: the pooled prototypes
     if usable.any():
         chosen = source.nearest(*_gaussian(count[usable], first[usable], second[usable], source.covariance), subjects)
         for j, row in zip(usable.nonzero().flatten().tolist(), chosen.tolist()):
             choice[j] = tuple(row)
-    plan: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
-    runs: list[tuple[int, int, tuple[int, ...] | None]] = []
-    for j, picked in enumerate(choice):
-        if runs and runs[-1][2] == picked:
-            runs[-1] = (runs[-1][0], min((j + 1) * step, rows), picked)
+    runs: list[list] = []
+    for (u, a, b), picked in zip(stretches, choice):
+        if runs and runs[-1][0] == u and runs[-1][3] == picked:
+            runs[-1][2] = b
         else:
-            runs.append((j * step, min((j + 1) * step, rows), picked))
-    for start, end, picked in runs:
-        if picked is None:
-            plan.append((start, end, source.pooled[None], source.pooled_present[None]))
-        else:
-            index = torch.tensor(picked)
-            plan.append((start, end, source.prototypes[index], source.present[index]))
-    return plan
+            runs.append([u, a, b, picked])
+    m = min(subjects, len(source.subjects))
+    pooled = F.pad(source.pooled[None], (0, 0, 0, 0, 0, m - 1))  # the pooled prototypes, then absent ones
+    pooled_present = F.pad(source.pooled_present[None], (0, 0, 0, m - 1))
+    return [_Run(u, a, b, pooled, pooled_present) if picked is None else
+            _Run(u, a, b, source.prototypes[torch.tensor(picked)], source.present[torch.tensor(picked)])
+            for u, a, b, picked in runs]
 
 
 @dataclass(frozen=True)
 class _Cache:
-    """One cache's entries per class, padded to the fullest class: ``ids`` (C, M) frame ids
-    (an entry enters at its own frame), ``leave`` (C, M) the frame at which it left (inf:
-    never), ``ok`` (C, M) False on padding."""
+    """One cache's entries per group (class c of unit u: row u·C + c), padded to the fullest:
+    ``ids`` (G, M) rows of the concatenation (an entry enters at its own frame), ``leave``
+    (G, M) the row at which it left (inf: never), ``ok`` (G, M) False on padding."""
 
     ids: torch.Tensor
     leave: torch.Tensor
     ok: torch.Tensor
 
     def split(self, classes: int) -> tuple[_Cache, _Cache]:
-        """Two caches from one whose first ``classes`` rows are the first cache's classes."""
-        first, second = (_Cache(self.ids[part], self.leave[part], self.ok[part])
-                         for part in (slice(0, classes), slice(classes, None)))
+        """Two caches from one of 2·C groups per unit, the first C of each unit's the first cache's."""
+        def part(x: torch.Tensor, which: slice) -> torch.Tensor:
+            return x.unflatten(0, (-1, 2 * classes))[:, which].flatten(0, 1)
+
+        first, second = (_Cache(part(self.ids, which), part(self.leave, which), part(self.ok, which))
+                         for which in (slice(0, classes), slice(classes, None)))
         return first, second
 
-    def final(self) -> list[list[int]]:
-        """Per class, the frames in the cache at the end of the track, ascending."""
-        kept = self.ok & (self.leave == math.inf)
-        return [row[keep].tolist() for row, keep in zip(self.ids, kept)]
+    def final(self, groups: slice, offset: int) -> list[list[int]]:
+        """Per group of ``groups``, the frames (rows minus ``offset``) in the cache at the end, ascending."""
+        kept = self.ok[groups] & (self.leave[groups] == math.inf)
+        return [(row[keep] - offset).tolist() for row, keep in zip(self.ids[groups], kept)]
 
 
-def _padded(ids: list[list[int]], leaves: list[list[float]]) -> _Cache:
-    width = max(map(len, ids))
-    rows = [row + [0] * (width - len(row)) for row in ids]
-    gone = [row + [math.inf] * (width - len(row)) for row in leaves]
-    return _Cache(torch.tensor(rows, dtype=torch.long).reshape(len(ids), width),
-                  torch.tensor(gone, dtype=torch.float64).reshape(len(ids), width),
-                  torch.tensor([[i < len(row) for i in range(width)] for row in ids],
-                               dtype=torch.bool).reshape(len(ids), width))
+def _padded(ids: torch.Tensor, groups: torch.Tensor, count: int, leave: torch.Tensor | None = None) -> _Cache:
+    """A :class:`_Cache` of ``count`` groups from entries ``ids`` of ``groups`` (sorted by group,
+    each group's in time order) and when each left (None: never)."""
+    sizes = torch.bincount(groups, minlength=count)
+    rank = torch.arange(len(ids)) - torch.searchsorted(groups, groups)
+    width = int(sizes.max()) if len(ids) else 0
+    out = _Cache(torch.zeros(count, width, dtype=torch.long), torch.full((count, width), math.inf, dtype=torch.float64),
+                 torch.zeros(count, width, dtype=torch.bool))
+    out.ids[groups, rank] = ids
+    out.ok[groups, rank] = True
+    if leave is not None:
+        out.leave[groups, rank] = leave
+    return out
 
 
-def _stream_cache(keys: torch.Tensor, classes: torch.Tensor, size: int, num_classes: int) -> _Cache:
-    """Online: every frame that was ever in the cache of its class, and when each left."""
-    leave: dict[int, float] = {}
-    ids: list[list[int]] = [[] for _ in range(num_classes)]
-    for t, c, left in _lowest_stream(keys, classes, size, num_classes):
-        ids[c].append(t)
-        leave[t] = math.inf
-        if left >= 0:
-            leave[left] = t
-    return _padded(ids, [[leave[t] for t in row] for row in ids])
+def _stream_cache(units: _Units, keys: torch.Tensor, classes: torch.Tensor, size: int) -> _Cache:
+    """Online: every frame that was ever in the cache of its group, and when each left."""
+    entered, group, left, left_at = [], [], [], []
+    for u in range(len(units.views)):
+        rows, offset = units.rows(u), units.starts[u]
+        changes = _lowest_stream(keys[rows], classes[rows], size, units.classes)
+        if changes:
+            times, owners, gone = (torch.tensor(column) for column in zip(*changes))
+            entered.append(times + offset)
+            group.append(owners + u * units.classes)
+            left.append(gone[gone >= 0] + offset)
+            left_at.append(times[gone >= 0] + offset)
+    if not entered:
+        return _padded(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), units.groups)
+    entered, group = torch.cat(entered), torch.cat(group)
+    leave = torch.full((units.position.shape[0],), math.inf, dtype=torch.float64)
+    leave[torch.cat(left)] = torch.cat(left_at).double()
+    order = group.argsort(stable=True)  # by group, each group's entries in time order
+    return _padded(entered[order], group[order], units.groups, leave[entered[order]])
 
 
-def _final_cache(keys: torch.Tensor, classes: torch.Tensor, size: int | torch.Tensor, num_classes: int) -> _Cache:
-    """Offline: the caches at the end of the track only (what every frame then uses)."""
-    kept = _lowest_final(classes, keys, size)
-    kept = kept[(classes[kept] * keys.shape[0] + kept).argsort()]  # by class, then time
-    ids = [row.tolist() for row in kept.split(torch.bincount(classes[kept], minlength=num_classes).tolist())]
-    return _padded(ids, [[math.inf] * len(row) for row in ids])
+def _final_cache(kept: torch.Tensor, groups: torch.Tensor, count: int) -> _Cache:
+    """Offline: the caches at the end of every unit only (what every frame then uses), from the
+    rows ``kept`` of ``groups`` (:func:`_lowest_final`'s order)."""
+    kept = kept[(groups[kept] * groups.shape[0] + kept).argsort()]  # by group, then time
+    return _padded(kept, groups[kept], count)
+
+
+def _consistent(units: _Units, plan: list[_Run], sims: torch.Tensor, predicted: torch.Tensor, margin: float,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+    """The consistency gate of every row (or of ``rows``) from its similarities (n, m, C) with
+    the prototypes of its run: the class of the nearest present prototype is the prediction,
+    and beats the next class's nearest by more than ``margin``."""
+    run_of = torch.repeat_interleave(torch.arange(len(plan)), torch.tensor([r.end - r.start for r in plan]))
+    present = torch.stack([run.present for run in plan])[run_of if rows is None else run_of[rows]]  # (n, m, C)
+    best = torch.full(sims.shape[::2], -math.inf)  # per class, the nearest of the m prototypes
+    for i in range(sims.shape[1]):  # m element-wise maxima: far faster than a max over the middle dim
+        best = torch.maximum(best, sims[:, i].masked_fill(~present[:, i], -math.inf))
+    closest, nearest = best.max(dim=1)
+    second = best.scatter(1, nearest[:, None], -math.inf).max(dim=1).values  # a tie for the top: margin 0
+    return (nearest == (predicted if rows is None else predicted[rows])) & (closest - second > margin)
+
+
+def _lowest_consistent(units: _Units, plan: list[_Run], norms: torch.Tensor, predicted: torch.Tensor, margin: float,
+                       keys: torch.Tensor, groups: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
+    """:func:`_lowest_final` of the items of ``groups`` once the positive groups (the first C of
+    each unit's 2·C) keep only the rows that pass the consistency gate, without evaluating
+    the gate everywhere: rows are taken in the caches' order (ascending key, ties to the earlier
+    row), the gate evaluated on each positive group's first ``size`` not yet known, and again on
+    twice as many in the groups still short, until every group is full or exhausted."""
+    classes = units.classes
+    ranked = _lowest_final(groups, keys, None)  # every item, grouped, ascending key
+    owner = groups[ranked]
+    positive = owner % (2 * classes) < classes
+    rank = torch.arange(len(ranked)) - torch.searchsorted(owner, owner)
+    admitted, checked = ~positive, ~positive  # a negative item needs no gate
+    limit = sizes.clone()
+    while True:
+        todo = ~checked & (rank < limit[owner])
+        if not todo.any():
+            break
+        rows = ranked[todo]
+        sims = torch.empty(len(rows), *plan[0].prototypes.shape[:2])
+        run_of = torch.searchsorted(torch.tensor([r.end for r in plan]), rows, right=True)
+        for r in run_of.unique().tolist():
+            run, mine = plan[r], (run_of == r).nonzero().flatten()
+            z = units.views[run.unit].z[rows[mine] - units.starts[run.unit]]
+            sims[mine] = (z @ run.prototypes.flatten(0, 1).T / norms[rows[mine]]).unflatten(1, sims.shape[1:])
+        admitted[todo] = _consistent(units, plan, sims, predicted, margin, rows)
+        checked = checked | todo
+        full = torch.bincount(owner[admitted], minlength=len(sizes)) >= sizes
+        limit = torch.where(full, limit, limit * 2)
+    kept = ranked[admitted]
+    owner = owner[admitted]
+    rank = torch.arange(len(kept)) - torch.searchsorted(owner, owner)
+    return kept[rank < sizes[owner]]
 
 
 class _Group(NamedTuple):
     """One group of dictionary columns in :func:`_refine`: the source, or one cache."""
 
-    entries: torch.Tensor  # (C, E_g, D) unit vectors, zero rows as padding
-    ok: torch.Tensor  # (C, E_g) False on padding (or a class a source subject lacks)
+    entries: torch.Tensor  # (G, E_g, D) unit vectors, zero rows as padding
+    ok: torch.Tensor  # (G, E_g) False on padding (or a class a source subject lacks)
     cache: _Cache | None  # online caches: when each entry entered and left
-    runs: torch.Tensor | None  # the source: the run (E_g,) each column's prototype belongs to
+    runs: torch.Tensor | None  # the source, when a unit has several runs: each column's run (G, E_g), -1 padding
     weight: float  # signed: the negative cache's mean is subtracted
     big: bool  # may hold more than ``top`` entries for a frame: the top-k cut applies
 
 
-def _refine(view: LinearView, norms: torch.Tensor, logits0: torch.Tensor, predicted: torch.Tensor, mode: str,
-            plan: list, proto_sims: list, caches: list, source_weight: float, top: int) -> torch.Tensor:
+def _source_columns(units: _Units, plan: list[_Run]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None,
+                                                              torch.Tensor]:
+    """The source's dictionary columns per group: every run of the unit, m prototypes each:
+    entries (G, R·m, D), present (G, R·m), each column's run (G, R·m) or None where every
+    unit has one run (offline), and each row's column of its run's first prototype (N,)."""
+    m, classes = plan[0].prototypes.shape[:2]
+    runs_of: list[list[int]] = [[] for _ in units.views]
+    for r, run in enumerate(plan):
+        runs_of[run.unit].append(r)
+    most = max(map(len, runs_of))
+    if most == 1:  # offline: one run per unit, m columns per group
+        protos = torch.stack([run.prototypes for run in plan]).transpose(1, 2).flatten(0, 1)  # (G, m, D)
+        present = torch.stack([run.present for run in plan]).transpose(1, 2).flatten(0, 1)
+        return protos, present, None, torch.zeros(units.position.shape[0], dtype=torch.long)
+    protos = torch.zeros(len(units.views), classes, most * m, units.weight.shape[1])
+    present = torch.zeros(len(units.views), classes, most * m, dtype=torch.bool)
+    column_run = torch.full((len(units.views), most * m), -1)
+    first_column = torch.empty(units.position.shape[0], dtype=torch.long)
+    for u, mine in enumerate(runs_of):
+        for j, r in enumerate(mine):
+            run, columns = plan[r], slice(j * m, (j + 1) * m)
+            protos[u, :, columns] = run.prototypes.transpose(0, 1)
+            present[u, :, columns] = run.present.T
+            column_run[u, columns] = r
+            first_column[run.start:run.end] = j * m
+    return (protos.flatten(0, 1), present.flatten(0, 1), column_run.repeat_interleave(classes, dim=0), first_column)
+
+
+def _refine(units: _Units, norms: torch.Tensor, logits0: torch.Tensor, predicted: torch.Tensor, mode: str,
+            plan: list[_Run], proto_sims: torch.Tensor | None, caches: list, source_weight: float,
+            top: int) -> torch.Tensor:
     """classifier(|z| · norm(v)), v = ẑ + a_s e_src + a_p e_pos − a_n e_neg, for every frame.
 
-    One dictionary X (C, E, D) holds, per class, the entries any of its frames may use: its
-    prototype in every source run, then every frame that was ever in its positive, then its
-    negative cache (offline: the final caches only); padding rows are zero. Frame t of
-    predicted class c has similarities s = X_c ẑ_t (one product per class, over that class's
-    frames; the prototypes' are the consistency gate's, ``proto_sims``), and whether
-    each entry counts for it (its run, the entry's entry and exit frames online, padding)
-    decides the coefficients a (T, E), all classes at once, with
-    v = ẑ + a X_c. Then, without forming v: W v = W ẑ + a (X_c Wᵀ) and
-    |v|² = 1 + 2 a·s + a (X_c X_cᵀ) aᵀ, from one more product per class with the
-    (E, C + E) table [X_c Wᵀ | X_c X_cᵀ]. ``norms`` (T, 1) = |z|; ``caches``: (:class:`_Cache`,
-    weight, whether it can hold more than ``top``) each.
+    One dictionary X (G, E, D) holds, per group (a unit's class), the entries any of its frames
+    may use: its unit's prototypes of that class in every source run, then every frame that was
+    ever in its positive, then its negative cache (offline: the final caches only); padding
+    rows are zero. Frame t of group g has similarities s = X_g ẑ_t (one product per group,
+    over that group's frames; the prototypes' are the consistency gate's, ``proto_sims``,
+    where it computed them for every frame), and whether each entry counts for it (its run,
+    the entry's entry and exit frames online, padding) decides the coefficients a (N, E), all
+    groups at once, with v = ẑ + a X_g. Then, without forming v: W v = W ẑ + a (X_g Wᵀ) and
+    |v|² = 1 + 2 a·s + a (X_g X_gᵀ) aᵀ, from one more product per group with the (E, C + E)
+    table [X_g Wᵀ | X_g X_gᵀ]. ``norms`` (N, 1) =
+    |z|; ``caches``: (:class:`_Cache`, weight, whether it can hold more than ``top``) each.
     """
-    z, weight, classes = view.z, view.weight, view.weight.shape[0]
+    weight, classes = units.weight, units.classes
     groups: list[_Group] = []
+    first = 0
     if plan and source_weight:  # every run's prototypes, valid for the frames of that run
-        protos = torch.cat([p for _, _, p, _ in plan]).transpose(0, 1)  # (C, E, D)
-        present = torch.cat([q for _, _, _, q in plan]).T
-        runs = torch.cat([torch.full((p.shape[0],), r) for r, (_, _, p, _) in enumerate(plan)])
-        groups.append(_Group(protos, present, None, runs, source_weight, max(p.shape[0] for _, _, p, _ in plan) > top))
+        protos, present, column_run, first_column = _source_columns(units, plan)
+        m = plan[0].prototypes.shape[0]
+        groups.append(_Group(protos, present, None, column_run, source_weight, m > top))
+        first = protos.shape[1]  # the source's columns come first
     for cache, cache_weight, big in caches:
         if cache_weight and cache.ids.shape[1]:
-            units = z[cache.ids] / norms[cache.ids] * cache.ok[..., None]
-            groups.append(_Group(units, cache.ok, cache if mode == "online" else None, None, cache_weight, big))
+            rows = [units.views[u].z[(cache.ids[g] - units.starts[u]).clamp_min(0)]
+                    for u in range(len(units.views)) for g in [slice(u * classes, (u + 1) * classes)]]
+            entries = torch.cat(rows) / norms[cache.ids] * cache.ok[..., None]
+            groups.append(_Group(entries, cache.ok, cache if mode == "online" else None, None, cache_weight, big))
     if not groups:
         return logits0.clone()
-    entries = torch.cat([g.entries for g in groups], dim=1)  # (C, E, D)
-    table = torch.cat([entries @ weight.T, entries @ entries.transpose(1, 2)], dim=2)  # (C, E, C + E)
-    order = predicted.argsort(stable=True)  # frames grouped by predicted class, in time order
-    counts = torch.bincount(predicted, minlength=classes).tolist()
+    entries = torch.cat([g.entries for g in groups], dim=1)  # (G, E, D)
+    table = torch.cat([entries @ weight.T, entries @ entries.transpose(1, 2)], dim=2)  # (G, E, C + E)
+    group_of = units.unit * classes + predicted
+    order = group_of.argsort(stable=True)  # frames grouped by unit and predicted class, in time order
+    counts = torch.bincount(group_of, minlength=units.groups).tolist()
     bounds = [0] + torch.tensor(counts).cumsum(dim=0).tolist()
-    busy = [(c, bounds[c], bounds[c + 1]) for c in range(classes) if counts[c]]
-    first = groups[0].entries.shape[1] if groups[0].runs is not None else 0  # the source's columns come first
+    busy = [(g, bounds[g], bounds[g + 1]) for g in range(units.groups) if counts[g]]
     sims = torch.empty(len(order), entries.shape[1])
-    if first:  # frame t's similarity with the prototypes of class ĉ_t in its own run (the others do not count)
-        source_sims, column = torch.zeros(len(order), first), 0
-        for (start, end, protos, _), run_sims in zip(plan, proto_sims):
-            m = protos.shape[0]
-            own = predicted[start:end, None, None].expand(-1, m, 1)
-            source_sims[start:end, column:column + m] = run_sims.gather(2, own)[..., 0]
-            column += m
-        sims[:, :first] = source_sims[order]
-    if first < entries.shape[1]:
-        cached = torch.empty(len(order), entries.shape[1] - first)
-        rows_of = torch.empty(max(counts), z.shape[1])  # one reused buffer: no (T, D) copy
-        for c, a, b in busy:
-            torch.mm(torch.index_select(z, 0, order[a:b], out=rows_of[:b - a]), entries[c, first:].T, out=cached[a:b])
-        sims[:, first:] = cached / norms[order]
-    owner = predicted[order]
-    valid = torch.cat([g.ok for g in groups], dim=1)[owner]  # (T, E): entry e exists for frame t's class
+    known = first if proto_sims is not None else 0  # the columns whose similarities are already known
+    if known:  # frame t's similarity with the prototypes of class ĉ_t in its own run (the others do not count)
+        own = proto_sims.gather(2, predicted[:, None, None].expand(-1, m, 1))[..., 0]  # (N, m)
+        if first > m:
+            own = torch.zeros(len(order), first).scatter_(1, first_column[:, None] + torch.arange(m), own)
+        sims[:, :first] = own[order]
+    if known < entries.shape[1]:
+        rest = torch.empty(len(order), entries.shape[1] - known)
+        rows_of = torch.empty(max(counts), weight.shape[1])  # one reused buffer: no (N, D) copy
+        for g, a, b in busy:
+            u = g // classes
+            torch.mm(torch.index_select(units.views[u].z, 0, order[a:b] - units.starts[u], out=rows_of[:b - a]),
+                     entries[g, known:].T, out=rest[a:b])
+        sims[:, known:] = rest / norms[order]
+    owner = group_of[order]
+    valid = torch.cat([g.ok for g in groups], dim=1)[owner]  # (N, E): entry e exists for frame t's group
     column, spans, when = 0, [], order[:, None].double()  # each sorted row's frame
     for group in groups:
         span = slice(column, column + group.entries.shape[1])
@@ -677,19 +923,19 @@ def _refine(view: LinearView, norms: torch.Tensor, logits0: torch.Tensor, predic
         column = span.stop
         if group.cache is not None:  # online: in the cache at frame t
             valid[:, span] &= (group.cache.ids[owner] <= when) & (when < group.cache.leave[owner])
-        if group.runs is not None and len(plan) > 1:  # online: the prototypes of frame t's own run
-            run_of = torch.repeat_interleave(torch.arange(len(plan)), torch.tensor([b - a for a, b, _, _ in plan]))
-            valid[:, span] &= group.runs[None] == run_of[order][:, None]
+        if group.runs is not None:  # online: the prototypes of frame t's own run
+            run_of = torch.repeat_interleave(torch.arange(len(plan)), torch.tensor([r.end - r.start for r in plan]))
+            valid[:, span] &= group.runs[owner] == run_of[order][:, None]
     coef = _group_weights(sims, valid, spans, [g.weight for g in groups], [top if g.big else None for g in groups])
     mixed = torch.empty(len(order), table.shape[2])
-    for c, a, b in busy:
-        torch.mm(coef[a:b], table[c], out=mixed[a:b])
-    squared = 1 + 2 * (coef * sims).sum(dim=1) + (mixed[:, classes:] * coef).sum(dim=1)
-    out = ((logits0 - view.bias) / norms)[order] + mixed[:, :classes]  # W ẑ + a X Wᵀ
+    for g, a, b in busy:
+        torch.mm(coef[a:b], table[g], out=mixed[a:b])
+    squared = 1 + (coef * mixed[:, classes:].add_(sims, alpha=2)).sum(dim=1)  # 1 + a·(2 s + X Xᵀ a)
+    out = ((logits0 - units.bias) / norms)[order] + mixed[:, :classes]  # W ẑ + a X Wᵀ
     out /= squared.clamp_min(1e-12).sqrt()[:, None]
     # At z's own norm, so that the bias keeps its trained scale and empty caches give back the
     # model's own logits.
-    return torch.empty_like(out).index_copy_(0, order, out) * norms + view.bias
+    return torch.empty_like(out).index_copy_(0, order, out) * norms + units.bias
 
 
 def _group_weights(sims: torch.Tensor, valid: torch.Tensor, spans: list[slice], weights: list[float],
@@ -713,64 +959,106 @@ def _group_weights(sims: torch.Tensor, valid: torch.Tensor, spans: list[slice], 
     return w * (scale @ member.T)
 
 
-def _prototype_sims(view: LinearView, plan: list, norms: torch.Tensor) -> list[torch.Tensor]:
-    """Per run of the source plan, the cosine similarities (n, m, C) of its frames with its
-    prototypes (one product per run; the logits stay ``view.logits()``, the model's own)."""
-    return [(view.z[start:end] @ protos.flatten(0, 1).T / norms[start:end]).unflatten(1, protos.shape[:2])
-            for start, end, protos, _ in plan]
+def _prototype_sims(units: _Units, plan: list[_Run], norms: torch.Tensor) -> torch.Tensor | None:
+    """(N, m, C) cosine similarities of every frame with the prototypes of its run (one product
+    per run; the logits stay ``view.logits()``, the model's own); None without a source."""
+    if not plan:
+        return None
+    m, classes = plan[0].prototypes.shape[:2]
+    out = torch.empty(units.position.shape[0], m * classes)
+    for run in plan:
+        z, offset = units.views[run.unit].z, units.starts[run.unit]
+        torch.mm(z[run.start - offset:run.end - offset], run.prototypes.flatten(0, 1).T, out=out[run.start:run.end])
+    return (out / norms).unflatten(1, (m, classes))
+
+
+class _CaPResult(NamedTuple):
+    """:func:`_cap` over several units: ``rows``, the per-row arrays of :class:`CaPTrace` over
+    all units (N, ...; ``consistent`` and ``positive_gate`` None where the consistency gate was
+    evaluated only where it decides: offline, not traced), and the caches of every group."""
+
+    units: _Units
+    rows: dict[str, torch.Tensor | None]
+    positive: _Cache
+    negative: _Cache
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.rows["logits"]
+
+    def trace(self, u: int) -> CaPTrace:
+        rows, classes = self.units.rows(u), self.units.classes
+        mine = slice(u * classes, (u + 1) * classes)
+        return CaPTrace(**{name: values[rows] for name, values in self.rows.items()},
+                        positive=self.positive.final(mine, rows.start), negative=self.negative.final(mine, rows.start))
 
 
 @torch.no_grad()
-def cap_trace(view: LinearView, mode: str = "offline", source: SourceBank | None = None,
-              mask: torch.Tensor | None = None, positive_size: int = 5, negative_size: int = 4, top: int = 5,
-              subjects: int = 3, window: int = 3, positive_entropy: float = 0.5, negative_entropy: float = 0.8,
-              margin: float = 0.05, refresh: int = 150, source_weight: float = 1.0, positive_weight: float = 1.0,
-              negative_weight: float = 1.0) -> CaPTrace:
-    """Three-cache personalisation of one track (see :func:`cap`), with what it did."""
+def _cap(views: Sequence[LinearView], mode: str = "offline", source: SourceBank | None = None,
+         masks: Sequence[torch.Tensor | None] | None = None, positive_size: int = 5, negative_size: int = 4,
+         top: int = 5, subjects: int = 3, window: int = 3, positive_entropy: float = 0.5,
+         negative_entropy: float = 0.8, margin: float = 0.05, refresh: int = 150, source_weight: float = 1.0,
+         positive_weight: float = 1.0, negative_weight: float = 1.0, trace: bool = False) -> _CaPResult:
+    """Three-cache personalisation (see :func:`cap`) of each view on its own, all in one pass.
+
+    Offline, the consistency gate is evaluated only where it decides something: on the
+    lowest-entropy candidates of each positive cache, until it holds ``positive_size`` of them
+    (:func:`_lowest_consistent`), and the source similarities the refinement needs come with
+    its cache similarities. The same caches as the gate of every frame (``trace``, and the
+    online mode, where every frame's gate is needed), without a pass over every frame's
+    similarities with every prototype."""
     _check_mode(mode)
-    _check_view(view)
     for name, value in (("positive_size", positive_size), ("negative_size", negative_size), ("top", top),
                         ("subjects", subjects), ("window", window), ("refresh", refresh)):
         if int(value) != value or value < 1:
             raise ValueError(f"cap: {name}={value!r} must be a whole number >= 1")
-    z, rows, classes = view.z, view.z.shape[0], view.weight.shape[0]
-    frames = _frames_mask(mask, rows)
-    norms = z.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    plan = _source_plan(view, source, mode, frames, refresh, subjects)
-    logits0, proto_sims = view.logits(), _prototype_sims(view, plan, norms)
+    units, frames = _units(views, masks)
+    classes = units.classes
+    stretches = _stretches(units, mode, refresh) if source is not None else None
+    norms, *sums = _sums(units, frames, stretches, source is not None and source.covariance == "full")
+    plan = _source_plan(units, source, mode, stretches, *sums, subjects)
+    logits0 = units.cat(LinearView.logits)
     predicted = logits0.max(dim=-1).indices  # the first on ties, as argmax, and faster on the CPU
     least = logits0.min(dim=-1).indices
     spread = entropy(logits0) / math.log(classes)
-
-    # The consistency gate: each class's nearest prototype in the run's source cache.
-    consistent = torch.ones(rows, dtype=torch.bool)
-    for (start, end, _, present), sims in zip(plan, proto_sims) if classes > 1 else ():
-        best = torch.full((end - start, classes), -math.inf)  # per class, the nearest of the m prototypes
-        for i in range(sims.shape[1]):  # m element-wise maxima: far faster than a max over the middle dim
-            best = torch.maximum(best, sims[:, i].masked_fill(~present[i], -math.inf))
-        closest, nearest = best.max(dim=1)
-        second = best.scatter(1, nearest[:, None], -math.inf).max(dim=1).values  # a tie for the top: margin 0
-        consistent[start:end] = (nearest == predicted[start:end]) & (closest - second > margin)
-
-    stable = _stable(predicted, window)
+    stable = _stable(predicted, window, units.position)
     confident = spread < positive_entropy
     ambiguous = (spread >= positive_entropy) & (spread < negative_entropy)
-    positive_gate = frames & stable & confident & consistent
     # The consistency gate guards the positive cache against confident mistakes; a negative
     # entry only claims that the frame is not its least likely class, which it does not test.
+    candidate = frames & stable & confident  # the positive gate but for consistency
     negative_gate = frames & stable & ambiguous
+    gated = bool(plan) and classes > 1  # without a source (or with one class) every frame is consistent
+    proto_sims = consistent = positive_gate = None
+    if mode == "online" or trace or not gated:  # the consistency gate of every frame
+        proto_sims = _prototype_sims(units, plan, norms)
+        consistent = _consistent(units, plan, proto_sims, predicted, margin) if gated else torch.ones_like(candidate)
+        positive_gate = candidate & consistent
     if mode == "online":
-        positive = _stream_cache(spread, torch.where(positive_gate, predicted, -1), positive_size, classes)
-        negative = _stream_cache(spread, torch.where(negative_gate, least, -1), negative_size, classes)
+        positive = _stream_cache(units, spread, torch.where(positive_gate, predicted, -1), positive_size)
+        negative = _stream_cache(units, spread, torch.where(negative_gate, least, -1), negative_size)
     else:  # the gates are disjoint (confident / ambiguous): one sort finds both caches, the negative as C + c
-        both = torch.where(positive_gate, predicted, torch.where(negative_gate, least + classes, -1))
-        sizes = torch.tensor([positive_size] * classes + [negative_size] * classes)
-        positive, negative = _final_cache(spread, both, sizes, 2 * classes).split(classes)
+        both = torch.where(candidate if positive_gate is None else positive_gate, predicted,
+                           torch.where(negative_gate, least + classes, -1))
+        both = torch.where(both >= 0, units.unit * 2 * classes + both, -1)
+        sizes = torch.tensor(([positive_size] * classes + [negative_size] * classes) * len(units.views))
+        if positive_gate is None:  # the gate only where it decides: the lowest-entropy candidates
+            kept = _lowest_consistent(units, plan, norms, predicted, margin, spread, both, sizes)
+        else:
+            kept = _lowest_final(both, spread, sizes)
+        positive, negative = _final_cache(kept, both, 2 * units.groups).split(classes)
     # The negative cache's mean is subtracted: its weight enters with a minus sign.
     caches = [(positive, positive_weight, positive_size > top), (negative, -negative_weight, negative_size > top)]
-    logits = _refine(view, norms, logits0, predicted, mode, plan, proto_sims, caches, source_weight, top)
-    return CaPTrace(logits, predicted, stable, confident, ambiguous, consistent, positive_gate, negative_gate,
-                    positive.final(), negative.final())
+    logits = _refine(units, norms, logits0, predicted, mode, plan, proto_sims, caches, source_weight, top)
+    rows = {"logits": logits, "predicted": predicted, "stable": stable, "confident": confident, "ambiguous": ambiguous,
+            "consistent": consistent, "positive_gate": positive_gate, "negative_gate": negative_gate}
+    return _CaPResult(units, rows, positive, negative)
+
+
+def cap_trace(view: LinearView, mode: str = "offline", source: SourceBank | None = None,
+              mask: torch.Tensor | None = None, **params: Any) -> CaPTrace:
+    """Three-cache personalisation of one track (see :func:`cap`), with what it did."""
+    return _cap([view], mode, source, [mask], **params, trace=True).trace(0)
 
 
 def cap(view: LinearView, mode: str = "offline", source: SourceBank | None = None,
@@ -806,26 +1094,39 @@ def cap(view: LinearView, mode: str = "offline", source: SourceBank | None = Non
     CaP seldom changes a frame's arg-max; it moves the probabilities that post-processing
     (smoothing, the confidence fallback) works on.
     """
-    return cap_trace(view, mode, source, mask, **params).logits
+    return _cap([view], mode, source, [mask], **params).logits
+
+
+def _cap_units(views: Sequence[LinearView], mode: str = "offline", source: SourceBank | None = None,
+               masks: Sequence[torch.Tensor | None] | None = None, **params: Any) -> list[torch.Tensor]:
+    """:func:`cap` of each view on its own, all in one pass."""
+    result = _cap(views, mode, source, masks, **params)
+    return [result.logits[result.units.rows(u)] for u in range(len(views))]
 
 
 def plain(view: LinearView, mode: str = "offline", source: SourceBank | None = None,
           mask: torch.Tensor | None = None) -> torch.Tensor:
     """No personalisation: the model's own logits."""
+    return _plain_units([view], mode, source, [mask])[0]
+
+
+def _plain_units(views: Sequence[LinearView], mode: str = "offline", source: SourceBank | None = None,
+                 masks: Sequence[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
     _check_mode(mode)
-    return view.logits()
+    return [view.logits() for view in views]
 
 
 # ------------------------------------------------------------------------------ the registry
 
 @dataclass(frozen=True)
 class Method:
-    """A personalisation method: ``run(view, mode, source, mask, **params) -> (T, C) logits``,
-    its default parameters, the grid that out-of-fold selection tries, and whether it uses a
-    :class:`SourceBank` (``cap`` runs without one, with no source cache and no consistency gate)."""
+    """A personalisation method: ``run(views, mode, source, masks, **params) -> [(T, C) logits]``,
+    each view personalised on its own (see :func:`personalise_views`), its default parameters,
+    the grid that out-of-fold selection tries, and whether it uses a :class:`SourceBank`
+    (``cap`` runs without one, with no source cache and no consistency gate)."""
 
     name: str
-    run: Callable[..., torch.Tensor]
+    run: Callable[..., list[torch.Tensor]]
     defaults: Mapping[str, Any]
     grid: tuple[Mapping[str, Any], ...]
     uses_source: bool = False
@@ -843,9 +1144,9 @@ _CAP_DEFAULTS = {"positive_size": 5, "negative_size": 4, "top": 5, "subjects": 3
                  "source_weight": 1.0, "positive_weight": 1.0, "negative_weight": 1.0}
 
 METHODS: dict[str, Method] = {
-    "none": Method("none", plain, {}, ({},)),
-    "t3a": Method("t3a", t3a, {"k": 20, "keep_seeds": False}, _product(k=(1, 5, 20, 50, 100, "all"))),
-    "cap": Method("cap", cap, _CAP_DEFAULTS,
+    "none": Method("none", _plain_units, {}, ({},)),
+    "t3a": Method("t3a", _t3a_units, {"k": 20, "keep_seeds": False}, _product(k=(1, 5, 20, 50, 100, "all"))),
+    "cap": Method("cap", _cap_units, _CAP_DEFAULTS,
                   _product(positive_entropy=(0.3, 0.5), margin=(0.0, 0.05), negative_weight=(0.0, 1.0)),
                   uses_source=True),
 }
@@ -873,15 +1174,40 @@ def param_grid(method: str) -> list[dict[str, Any]]:
     return [check_params(method, combo) for combo in _method(method).grid]
 
 
+def personalise_views(method: str, views: Sequence[LinearView], params: Mapping[str, Any] | None = None,
+                      mode: str = "offline", source: SourceBank | None = None,
+                      masks: Sequence[torch.Tensor | None] | None = None, rows: int = 1 << 17) -> list[torch.Tensor]:
+    """(T, C) personalised logits of each view, each on its own (its state starts empty: a view
+    is a unit, reset before the next), the same as :func:`personalise_view` of each in turn up
+    to float rounding. The views must come from one model (one last linear map); they are
+    computed together, about ``rows`` rows at a time, which pays the fixed cost of a
+    personalisation (a few hundred small tensor operations) once per batch instead of once per
+    track. ``masks``: one per view (or None), as ``mask`` below."""
+    spec, params = _method(method), check_params(method, params)
+    _check_mode(mode)
+    masks = [None] * len(views) if masks is None else list(masks)
+    if len(masks) != len(views):
+        raise ValueError(f"personalise_views: {len(views)} views but {len(masks)} masks")
+    out: list[torch.Tensor | None] = [view.logits() if view.z.shape[0] == 0 else None for view in views]
+    todo = [i for i, view in enumerate(views) if view.z.shape[0]]
+    batch, held = [], 0
+    for n, i in enumerate(todo):
+        batch, held = batch + [i], held + views[i].z.shape[0]
+        if n + 1 == len(todo) or held + views[todo[n + 1]].z.shape[0] > rows:
+            logits = spec.run([views[j] for j in batch], mode=mode, source=source, masks=[masks[j] for j in batch],
+                              **params)
+            for j, values in zip(batch, logits):
+                out[j] = values
+            batch, held = [], 0
+    return out
+
+
 def personalise_view(method: str, view: LinearView, params: Mapping[str, Any] | None = None,
                      mode: str = "offline", source: SourceBank | None = None,
                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """(T, C) personalised logits of one track's view; state starts empty (reset per track)."""
-    spec, params = _method(method), check_params(method, params)
-    _check_mode(mode)
-    if view.z.shape[0] == 0:
-        return view.logits()
-    return spec.run(view, mode=mode, source=source, mask=mask, **params)
+    return personalise_views(method, [view], params, mode, source, [mask])[0]
+
 
 
 def personalise(method: str, model, features: torch.Tensor, params: Mapping[str, Any] | None = None,

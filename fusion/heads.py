@@ -48,13 +48,21 @@ class MixtureOfExperts(nn.Module):
         """(B, T, K) router weights, summing to 1 over the experts."""
         return self.router(x).softmax(dim=-1)
 
+    def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each expert's input to its last linear layer (its final LayerNorm's output)."""
+        return [expert[:-1](x) for expert in self.experts]
+
+    def mix(self, weights: torch.Tensor, hidden: list[torch.Tensor]) -> torch.Tensor:
+        """The output from the router weights and :meth:`hidden` (the forward, but its balance loss)."""
+        outputs = torch.stack([expert[-1](h) for expert, h in zip(self.experts, hidden)], dim=-2)  # (B, T, K, C)
+        return self.activation((weights.unsqueeze(-1) * outputs).sum(dim=-2))
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         weights = self.routing(x)
-        outputs = torch.stack([expert(x) for expert in self.experts], dim=-2)  # (B, T, K, C)
         used = weights if mask is None else weights[mask]
         mean = used.reshape(-1, weights.shape[-1]).mean(dim=0)
         self.balance_loss = len(self.experts) * (mean**2).sum() - 1
-        return self.activation((weights.unsqueeze(-1) * outputs).sum(dim=-2))
+        return self.mix(weights, self.hidden(x))
 
 
 class TemporalContext(nn.Module):

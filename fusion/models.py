@@ -11,7 +11,7 @@ personalisation and video-level pooling use without reaching inside:
 - ``linear_view(features)`` -> ``(z, weight, bias)`` with ``forward_head == z @ weight.T + bias`` (classification
   heads, activation ``none``): the last linear map that test-time personalisation adapts;
   ``weight`` and ``bias`` are the same whatever the input; ``head_through_view(features)`` ->
-  ``(output, z)`` computes the head that way, for prediction that keeps z;
+  ``(output, z)``: the head's output with the view's z, for prediction that keeps z;
 - ``aux_loss()``: a scalar added to the task loss (zero unless the model has one);
 - ``set_stream_statistics({name: (mean, std)})``: the training split's statistics of the input
   streams it normalises (see :class:`fusion.gated.StreamNorm`);
@@ -58,8 +58,10 @@ class FrameModel(nn.Module):
         return self.forward_head(self.forward_features(streams, present, mask), mask)
 
     def head_through_view(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(output, z)``: the head computed through :meth:`linear_view`, ``z @ weight.T + bias``
-        (``forward_head`` up to float rounding), keeping the z that personalisation adapts."""
+        """``(output, z)``: the head's output and the z of :meth:`linear_view` that
+        personalisation adapts. Here through the view, ``z @ weight.T + bias`` (``forward_head``
+        up to float rounding); a model whose head computes z on its way returns its own
+        ``forward_head`` output, computed once with z."""
         z, weight, bias = self.linear_view(features)
         return z @ weight.T + bias, z
 
@@ -114,11 +116,22 @@ class FusionMoE(FrameModel):
         what the classifier rows see (which T3A's supports and CaP's caches need). The view
         is of the model as it is: call it in eval mode, where dropout is off.
         """
+        return self._view(self.head.routing(features), self.head.hidden(features))
+
+    def head_through_view(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward_head``'s output itself (the same operations) and the view's z, from one
+        evaluation of the router and the experts."""
+        weights, hidden = self.head.routing(features), self.head.hidden(features)
+        return self.head.mix(weights, hidden), self._view(weights, hidden)[0]
+
+    def _view(self, weights: torch.Tensor, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if not isinstance(self.head.activation, nn.Identity):
             raise ValueError("linear_view needs activation='none': a tanh output is not a linear map")
-        weights = self.head.routing(features)  # (..., K)
-        hidden = [expert[:-1](features) for expert in self.head.experts]
-        z = torch.cat([weights[..., k:k + 1] * h for k, h in enumerate(hidden)] + [weights], dim=-1)
+        experts, width = len(hidden), hidden[0].shape[-1]
+        z = hidden[0].new_empty(*hidden[0].shape[:-1], experts * width + experts)  # filled in place: no parts to join
+        for k, h in enumerate(hidden):
+            z[..., k * width:(k + 1) * width] = weights[..., k:k + 1] * h
+        z[..., experts * width:] = weights
         lasts = [expert[-1] for expert in self.head.experts]
         weight = torch.cat([last.weight for last in lasts] + [torch.stack([last.bias for last in lasts], dim=1)], dim=1)
         return z, weight, torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
@@ -159,6 +172,10 @@ class StreamMLP(FrameModel):
         if not isinstance(self.activation, nn.Identity):
             raise ValueError("linear_view needs activation='none': a tanh output is not a linear map")
         return features, self.last.weight, self.last.bias
+
+    def head_through_view(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward_head``'s output itself and the view's z (the features)."""
+        return self.forward_head(features), self.linear_view(features)[0]
 
     def stream_norms(self) -> dict[str, StreamNorm]:
         return dict(self.norms)

@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from abaw.personalise import (METHODS, LinearView, build_source, cap, cap_trace, check_params, entropy,
-                              linear_view, param_grid, personalise, personalise_view, t3a)
-from abaw.personalise import _lowest_final, _lowest_stream
+                              linear_view, param_grid, personalise, personalise_view, personalise_views, t3a,
+                              view_of_rows, views_of_rows)
+from abaw.personalise import _cap, _lowest_final, _lowest_stream
 from fusion import create_model, registered_models
 
 STREAMS = {"visual": {"face": 12}, "audio": {"voice": 5}}
@@ -46,6 +47,11 @@ def test_linear_view_is_the_head_exactly(name):
         expected = model.forward_head(features)
     assert z.shape[:-1] == features.shape[:-1] and weight.shape == (8, z.shape[-1]) and bias.shape == (8,)
     assert torch.allclose(z @ weight.T + bias, expected, atol=1e-5)
+    with torch.no_grad():  # prediction that keeps z: the same z, and the head's output
+        output, kept = model.head_through_view(features)
+    assert torch.equal(kept, z) and torch.allclose(output, expected, atol=1e-5)
+    if name in ("fusion_moe", "mlp"):  # their heads compute z on the way: forward_head's own output
+        assert torch.equal(output, expected)
 
 
 def test_moe_view_folds_the_expert_biases_into_the_router_weights():
@@ -404,6 +410,8 @@ def test_cap_with_a_source_bank_equals_the_per_frame_definition(mode):
     assert 0 < int(trace.consistent.sum()) < len(trace.consistent)  # the consistency gate decides some frames
     expected = cap_by_definition(view, mode, pos_size=6, top=3, source=source, subjects=2, refresh=40, margin=0.02)
     assert torch.allclose(trace.logits, expected, atol=1e-5)
+    # What predict runs (offline: the gate evaluated only where it decides) is the same.
+    assert torch.allclose(personalise_view("cap", view, params, mode, source), expected, atol=1e-5)
     without = cap_by_definition(view, mode, pos_size=6, top=3)
     assert (trace.logits - without).abs().max() > 0.1  # the source cache moved the logits
 
@@ -563,3 +571,102 @@ def test_ah_units_are_participants_frame_wise_units_are_tracks():
     assert personalisation_units(frames) == [(frames[0],), (frames[1],)]  # reset per track
     assert {person_of(t) for t in frames} == {"28-30-1280x720"} and person_of(videos[0]) == "p2"
     assert [t.name for t in (EXPR, VA, AU, VD, EMI, AH) if personalised(t)] == ["expr", "ah"]
+
+
+# ---------------------------------------------------------------- several units in one call
+
+def drifting_source(view: LinearView, subjects: int = 8, seed: int = 11):
+    g = torch.Generator().manual_seed(seed)
+    tracks = [view.z[:80] * 0.5 + torch.randn(view.z.shape[1], generator=g)
+              + torch.randn(80, view.z.shape[1], generator=g) for _ in range(subjects)]
+    return build_source(tracks, [view.logits(z).argmax(1) for z in tracks], [f"s{i}" for i in range(subjects)],
+                        view.weight.shape[0])
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+@pytest.mark.parametrize("method, params", [("t3a", {"k": 3}), ("t3a", {"k": "all", "keep_seeds": True}),
+                                            ("cap", {"subjects": 2, "refresh": 40, "margin": 0.02, "top": 3}),
+                                            ("none", {})])
+def test_units_personalised_together_are_each_personalised_alone(mode, method, params):
+    # Tracks of other lengths (one of a single row, one empty), some with masks, one source bank:
+    # one call gives what a call per track gives; a leak between tracks would move the logits.
+    base = random_view(rows=10, seed=7, scale=6.0)
+    views = [LinearView(random_view(rows=rows, seed=seed, scale=6.0).z, base.weight, base.bias)
+             for rows, seed in ((240, 7), (1, 3), (0, 4), (130, 5), (77, 6))]
+    g = torch.Generator().manual_seed(2)
+    masks = [None, None, None, torch.rand(130, generator=g) > 0.3, torch.rand(77, generator=g) > 0.5]
+    source = drifting_source(views[0])
+    alone = [personalise_view(method, v, params, mode, source, m) for v, m in zip(views, masks)]
+    for rows in (1 << 17, 150):  # one batch, or several (about 150 rows each)
+        together = personalise_views(method, views, params, mode, source, masks, rows=rows)
+        assert [tuple(t.shape) for t in together] == [tuple(a.shape) for a in alone]
+        for a, t in zip(alone, together):
+            assert torch.allclose(a, t, atol=1e-5)
+            assert torch.equal(a.argmax(1), t.argmax(1))
+
+
+def test_units_of_other_models_are_refused():
+    a, b = random_view(rows=20, seed=1), random_view(rows=20, seed=2)
+    with pytest.raises(ValueError, match="one model's last linear map"):
+        personalise_views("t3a", [a, b])
+    with pytest.raises(ValueError, match="2 views but 1 masks"):
+        personalise_views("cap", [a, a], masks=[None])
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.3, 0.6])
+def test_the_consistency_gate_evaluated_lazily_gives_the_caches_of_the_full_gate(margin):
+    # A wide margin rejects most candidates, so the lowest-entropy ones of a class fail first
+    # and the lazy evaluation has to look further (several rounds) for the cache's frames.
+    base = random_view(rows=10, seed=7, scale=6.0)
+    views = [LinearView(random_view(rows=rows, seed=seed, scale=6.0).z, base.weight, base.bias)
+             for rows, seed in ((400, 7), (300, 8), (2, 9))]
+    source = drifting_source(views[0])
+    params = {"subjects": 3, "positive_size": 4, "margin": margin}
+    full = _cap(views, "offline", source, **params, trace=True)
+    lazy = _cap(views, "offline", source, **params)
+    assert lazy.rows["consistent"] is None  # the fast path did not evaluate every frame
+    rows = full.rows
+    rejected = rows["confident"] & rows["stable"] & ~rows["consistent"]
+    assert rejected.any() if margin else True
+    for u in range(len(views)):
+        assert full.trace(u).positive == [row.tolist() for row in _final_rows(lazy, u, "positive")]
+        assert full.trace(u).negative == [row.tolist() for row in _final_rows(lazy, u, "negative")]
+    assert torch.allclose(full.logits, lazy.logits, atol=1e-5)
+    if margin == 0.6:  # some class's cache holds frames beyond its first candidates
+        candidates = rows["confident"] & rows["stable"]
+        late = [(u, c) for u in range(len(views)) for c, row in enumerate(full.trace(u).positive)
+                if row and int(rejected[full.units.rows(u)][
+                    (rows["predicted"][full.units.rows(u)] == c) & candidates[full.units.rows(u)]].sum()) >= 4]
+        assert late
+
+
+def _final_rows(result, u: int, which: str) -> list[torch.Tensor]:
+    cache, classes, start = getattr(result, which), result.units.classes, result.units.starts[u]
+    return [row[ok] - start for row, ok in zip(cache.ids[u * classes:(u + 1) * classes],
+                                               cache.ok[u * classes:(u + 1) * classes])]
+
+
+def test_a_view_with_the_predictions_own_logits_uses_them():
+    view = random_view(rows=60, seed=3)
+    shifted = view.logits() + torch.tensor([0.0, 0.0, 0.0, 50.0])  # the prediction said: class 3 everywhere
+    own = LinearView(view.z, view.weight, view.bias, shifted)
+    assert torch.equal(personalise_view("none", own), shifted)
+    assert set(cap_trace(own).predicted.tolist()) == {3}
+    assert not torch.equal(t3a(own), t3a(view))  # the supports follow the own predictions
+    # With the logits the view computes itself, nothing changes.
+    same = LinearView(view.z, view.weight, view.bias, view.logits())
+    for method in ("t3a", "cap"):
+        assert torch.equal(personalise_view(method, same), personalise_view(method, view))
+    with pytest.raises(ValueError, match=r"own logits must be \(T, C\)"):
+        personalise_view("t3a", LinearView(view.z, view.weight, view.bias, shifted[:5]))
+
+
+def test_views_of_rows_share_one_linear_map_and_check_the_logits():
+    model = model_of("fusion_moe")
+    feats = model.forward_features(inputs(rows=6))
+    z, weight, bias = model.linear_view(feats[0])
+    views = views_of_rows(model, [z.detach(), z.detach()[:2]], [None, (z @ weight.T + bias).detach()[:2]])
+    assert views[0].own is None and torch.equal(views[1].own, views[0].logits()[:2])
+    assert torch.equal(view_of_rows(model, z.detach()).weight, views[1].weight)
+    with pytest.raises(ValueError, match="logits must be"):
+        views_of_rows(model, [z.detach()], [torch.zeros(6, 3)])

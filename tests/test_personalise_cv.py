@@ -243,9 +243,15 @@ def test_predict_frames_returns_the_embedding_behind_each_probability_row(sample
     module = TaskModule.load_from_checkpoint(result.best_checkpoint, map_location="cpu").eval()
     model, streams = module.model, open_streams(config, "affwild2", list(module.hparams["streams"]))
     for track in tracks:
-        assert "view" not in plain[track.id]  # opt-in: nothing else changes
-        # Through the view, the head's own probabilities (up to float rounding).
-        np.testing.assert_allclose(plain[track.id]["probabilities"], rows[track.id]["probabilities"], atol=1e-6)
+        assert "view" not in plain[track.id] and "logits" not in plain[track.id]  # opt-in: nothing else changes
+        # The logits kept are those the probabilities came from, and a view of the rows uses them.
+        np.testing.assert_allclose(torch.from_numpy(rows[track.id]["logits"]).softmax(dim=-1).numpy(),
+                                   rows[track.id]["probabilities"], atol=1e-6)
+        assert torch.equal(view_of_rows(model, torch.from_numpy(rows[track.id]["view"]),
+                                        torch.from_numpy(rows[track.id]["logits"])).logits(),
+                           torch.from_numpy(rows[track.id]["logits"]))
+        # With the view, the head's own probabilities (computed once with z: the same operations).
+        np.testing.assert_array_equal(plain[track.id]["probabilities"], rows[track.id]["probabilities"])
         np.testing.assert_array_equal(plain[track.id]["fallback"], rows[track.id]["fallback"])
         np.testing.assert_allclose(rows[track.id]["view"], shifted[track.id]["view"], rtol=1e-5, atol=1e-5)
         view = view_of_rows(model, torch.from_numpy(rows[track.id]["view"]))

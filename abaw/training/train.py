@@ -367,10 +367,10 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], 
     With ``features`` each frame track also gets ``view`` (T, D): the z rows of the model's
     ``linear_view`` (its last linear map's input, from ``forward_features``), from the same
     central window rows as its probabilities, which are then computed through that view
-    (``z @ weight.T + bias``, ``forward_head`` up to float rounding), so that test-time
-    personalisation (:mod:`abaw.personalise`) sees exactly the embedding behind each
-    probability row at no second pass of the head. Opt-in (classification heads): nothing else
-    stores them.
+    (``z @ weight.T + bias``, ``forward_head`` up to float rounding), kept as ``logits`` (T, C)
+    too, so that test-time personalisation (:mod:`abaw.personalise`) sees exactly the
+    embedding and the logits behind each probability row at no second pass of the head.
+    Opt-in (classification heads): nothing else stores them.
     """
     from abaw.extraction import pick_device
 
@@ -415,13 +415,14 @@ def predict_track(module: TaskModule, streams: dict, track: Track, window: int, 
                      "present": {k: v.to(device) for k, v in batch["present"].items()}}
             if features:  # the head through its linear view, z kept
                 output, z = module.model.head_through_view(module.embed(batch))
-                named = [("probabilities", output), ("fallback", module.fallback_output(batch)), ("view", z)]
+                named = [("probabilities", output), ("fallback", module.fallback_output(batch)), ("view", z),
+                         ("logits", output)]
             else:
                 named = list(zip(("probabilities", "fallback"), module(batch)))
             for name, values in named:
                 if values is None:
                     continue
-                if name != "view":
+                if name not in ("view", "logits"):
                     values = to_probabilities(module.task, values)
                 values = values.float().cpu().numpy()
                 target = outputs.setdefault(name, np.zeros((rows, values.shape[-1]), np.float32))

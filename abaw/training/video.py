@@ -146,7 +146,8 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
     """Per video ``probabilities`` (1, output) of a checkpoint from every frame (intensities
     for EMI, the A/H probability), and ``present`` (1,): whether any frame had a face; with
     ``features`` also ``view`` (1, D), the video's z in the model's ``linear_view`` (what
-    test-time personalisation adapts), the probabilities then computed through it. The
+    test-time personalisation adapts), the probabilities then computed through it from its
+    ``logits`` (1, output), kept too. The
     frame-wise prediction's arrays with one row, so CV, post-processing and the fold ensemble
     treat a video as a track of one row."""
     from abaw.extraction import pick_device
@@ -167,7 +168,7 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
             embedded = module.embed(inputs)
             if features:  # the head through its linear view (see predict_frames), z kept
                 output, z = module.model.head_through_view(embedded)
-                z = z.float().cpu().numpy()
+                z, logits = z.float().cpu().numpy(), output.float().cpu().numpy()
             else:
                 output = module.model.forward_head(embedded)
             values = to_probabilities(module.task, output).float().cpu().numpy()
@@ -175,5 +176,5 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
                 face = bool(present[visual[0]][j].any()) if visual else True
                 results[tracks[index].id] = {"probabilities": values[j:j + 1], "present": np.array([face])}
                 if features:
-                    results[tracks[index].id]["view"] = z[j:j + 1]
+                    results[tracks[index].id].update(view=z[j:j + 1], logits=logits[j:j + 1])
     return results
