@@ -9,24 +9,29 @@ frames pass CaP's gates; the test tracks are of subjects it never saw. They are 
 32 rows, 32 windows a batch, converted to float32 in the forward; no reading from disk, so the
 denominator is the bare forward and the ratio the pessimistic one.
 
-- plain: ``forward_features`` then ``forward_head``;
-- personalised: ``forward_features``, the head's linear view, then the method (which computes
-  the original logits from the view itself, in place of ``forward_head``).
+- plain: ``forward_features`` then ``forward_head``, track by track;
+- personalised: ``forward_features`` and the head's linear view track by track, then the
+  method on every track's view in one call (``personalise_views``: each track on its own, the
+  fixed cost of a call paid once), which computes the original logits from the view itself.
 
-Then the same comparison as ``abaw predict`` runs it (its ``predict_track``): the test tracks
-written to a feature store on disk, read back through memory-mapped windows overlapping as
-prediction does, the fold model a ``TaskModule``, probabilities out; personalised, the same
-call with ``features=True`` (the head computed through its linear view, whose z rows it keeps),
-then the method with the face-present mask, as ``predict`` and ``abaw cv`` apply it.
+Then the same comparison as ``abaw predict`` runs it: the test tracks written to a feature
+store on disk, read back through memory-mapped windows overlapping as prediction does
+(``predict_track``), the fold model a ``TaskModule``, probabilities out; personalised, the same
+call with ``features=True`` (the head computed through its linear view, whose z rows and
+logits it keeps), then the views of every track and the method on all of them in one call,
+with the face-present masks, as ``predict`` and ``abaw cv`` apply it to a fold's tracks.
 
-Every job runs ``--repeats`` times on every track, the jobs one after the other track by track,
-and a job's time is the sum over tracks of each track's fastest run, by wall time and by this
-process's CPU time (steadier when other processes share the cores; the script ends with how
-many cores they kept busy). Overhead = personalised / plain − 1, target ≤ 15 %. The source
-bank (``cap``'s training side) is built once per fold, outside prediction: its time is printed
-apart. Also printed: how many frame decisions (arg-max) each method changed and the accuracy
-points it gained on these tracks (synthetic data: a check that the methods do something, not
-a score).
+The per-track jobs (plain, and the prediction that keeps the view) run ``--repeats`` times on
+every track, one after the other track by track, and each one's time is the sum over tracks
+of each track's fastest run; each method's call on all tracks runs once per repeat, its
+fastest kept. By wall time and by this process's CPU time (steadier when other processes
+share the cores; the script ends with how many cores they kept busy). Overhead =
+personalised / plain − 1, target ≤ 15 %, printed with its two parts (keeping the view, the
+method). The online modes are timed the same way: tracks known in advance, not a live
+stream's per-frame latency. The source bank (``cap``'s training side) is built once per fold,
+outside prediction: its time is printed apart. Also printed: how many frame decisions
+(arg-max) each method changed and the accuracy points it gained on these tracks (synthetic
+data: a check that the methods do something, not a score).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_personalise.py [--tracks 20 --frames 3000] [--quick]
 """
@@ -48,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from machine import cpu_mark, others  # noqa: E402  (benchmarks/, the script's folder)
 
-from abaw.personalise import build_source, entropy, linear_view, personalise_view, view_of_rows  # noqa: E402
+from abaw.personalise import build_source, entropy, linear_view, personalise_views, views_of_rows  # noqa: E402
 from fusion import create_model  # noqa: E402
 
 DIMS = {"face": 1280, "voice": 64}
@@ -124,11 +129,6 @@ def plain(model, track) -> torch.Tensor:
     return torch.cat([model(as_float(b)).reshape(-1, CLASSES) for b in batches])[:rows]
 
 
-def personalised(model, track, method: str, params: dict, mode: str, source) -> torch.Tensor:
-    batches, rows = track
-    return personalise_view(method, linear_view(model, features_of(model, batches, rows)), params, mode, source)
-
-
 def predict_path(model_name: str, trained, test_tracks, folder: Path):
     """(module, streams, tracks) of the prediction path: a ``TaskModule`` around ``trained``
     (its weights copied), and the test tracks written to feature stores under ``folder``."""
@@ -165,12 +165,20 @@ def predicted_plain(module, streams, track):
     return predict_track(module, streams, track, WINDOW, module.model.context_rows)["probabilities"]
 
 
-def predicted_personalised(module, streams, track, method: str, params: dict, mode: str, source) -> torch.Tensor:
+def predicted_features(module, streams, track) -> dict:
+    """The track's arrays as ``predict`` computes them when a method is applied: probabilities
+    through the head's linear view, its z rows (``view``) and logits kept."""
     from abaw.training.train import predict_track
 
-    arrays = predict_track(module, streams, track, WINDOW, module.model.context_rows, features=True)
-    view = view_of_rows(module.model, torch.from_numpy(arrays["view"]))
-    return personalise_view(method, view, params, mode, source, torch.from_numpy(arrays["present"]))
+    return predict_track(module, streams, track, WINDOW, module.model.context_rows, features=True)
+
+
+def personalised_arrays(module, arrays: list[dict], method: str, params: dict, mode: str, source) -> list:
+    """Every track's views from its kept rows, then the method on all of them in one call, as
+    ``predict`` does a fold's tracks (:func:`abaw.cv.personalised_predictions`)."""
+    views = views_of_rows(module.model, [torch.from_numpy(a["view"]) for a in arrays],
+                          [torch.from_numpy(a["logits"]) for a in arrays])
+    return personalise_views(method, views, params, mode, source, [torch.from_numpy(a["present"]) for a in arrays])
 
 
 def timed(function) -> tuple[float, float, object]:
@@ -181,32 +189,48 @@ def timed(function) -> tuple[float, float, object]:
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def compare(title: str, jobs: dict, repeats: int, labels: list[torch.Tensor]) -> None:
-    """Time every job (``plain`` first; each a function of the track's index) ``repeats`` times
-    per track, and print the sum over tracks of each track's fastest run, with its overhead over
-    plain and what it changed in the decisions. Track by track, the jobs run one after the
-    other, so that a slow spell of the machine meets them all, not the plain one alone."""
+def compare(title: str, plain, features, methods: dict, repeats: int, labels: list[torch.Tensor]) -> None:
+    """Time plain prediction against personalised prediction and print the totals, overheads
+    and what each method changed in the decisions.
+
+    ``plain(i)`` and ``features(i)`` (the prediction that keeps what the methods need) run on
+    every track in turn, ``repeats`` times, and each one's time is the sum over tracks of each
+    track's fastest run (track by track the two run one after the other, so that a slow spell
+    of the machine meets both). ``methods``: {label: f(features of every track) -> logits of
+    every track}, one call for all tracks as ``predict`` makes it, timed ``repeats`` times
+    (fastest kept). A method's time = the features total + its call."""
     tracks = range(len(labels))
-    best = {label: [math.inf] * len(labels) for label in jobs}
-    cpu = {label: [math.inf] * len(labels) for label in jobs}
-    outputs: dict[str, list] = {label: [None] * len(labels) for label in jobs}
+    wall = {"plain": [math.inf] * len(labels), "features": [math.inf] * len(labels)}
+    cpu = {label: list(times) for label, times in wall.items()}
+    batch_wall, batch_cpu = {label: math.inf for label in methods}, {label: math.inf for label in methods}
+    outputs: dict[str, list] = {}
     for _ in range(repeats):
+        kept = []
         for i in tracks:
-            for label, job in jobs.items():
-                seconds, used, outputs[label][i] = timed(lambda: job(i))
-                best[label][i], cpu[label][i] = min(best[label][i], seconds), min(cpu[label][i], used)
-    wall = {label: sum(times) for label, times in best.items()}
-    used = {label: sum(times) for label, times in cpu.items()}
+            for label, job in (("plain", plain), ("features", features)):
+                seconds, used, result = timed(lambda: job(i))
+                wall[label][i], cpu[label][i] = min(wall[label][i], seconds), min(cpu[label][i], used)
+                if label == "plain":
+                    outputs.setdefault("plain", [None] * len(labels))[i] = result
+                else:
+                    kept.append(result)
+        for label, job in methods.items():
+            seconds, used, outputs[label] = timed(lambda: job(kept))
+            batch_wall[label], batch_cpu[label] = min(batch_wall[label], seconds), min(batch_cpu[label], used)
+    plain_wall, plain_cpu = sum(wall["plain"]), sum(cpu["plain"])
+    features_wall, features_cpu = sum(wall["features"]), sum(cpu["features"])
     decided = {label: [torch.as_tensor(o).argmax(1) for o in output] for label, output in outputs.items()}
     frames = sum(len(y) for y in labels)
-    print(f"  {title:45s}    wall  overhead |    CPU  overhead")
-    print(f"    {'plain prediction':43s} {wall['plain']:6.3f} s           | {used['plain']:6.3f} s")
-    for label in list(jobs)[1:]:
+    print(f"  {title:45s}    wall  overhead |    CPU  overhead | of which: features, method (wall)")
+    print(f"    {'plain prediction':43s} {plain_wall:6.3f} s           | {plain_cpu:6.3f} s")
+    for label in methods:
+        total_wall, total_cpu = features_wall + batch_wall[label], features_cpu + batch_cpu[label]
         changed = sum(int((o != r).sum()) for o, r in zip(decided[label], decided["plain"]))
         gained = sum(int((o == y).sum()) - int((r == y).sum())
                      for o, r, y in zip(decided[label], decided["plain"], labels))
-        print(f"    {label:43s} {wall[label]:6.3f} s  {100 * (wall[label] / wall['plain'] - 1):+6.1f} % | "
-              f"{used[label]:6.3f} s  {100 * (used[label] / used['plain'] - 1):+6.1f} %  "
+        print(f"    {label:43s} {total_wall:6.3f} s  {100 * (total_wall / plain_wall - 1):+6.1f} % | "
+              f"{total_cpu:6.3f} s  {100 * (total_cpu / plain_cpu - 1):+6.1f} % | "
+              f"{100 * (features_wall / plain_wall - 1):+5.1f} %, {100 * batch_wall[label] / plain_wall:+5.1f} %  "
               f"({100 * changed / frames:.1f} % of decisions changed, accuracy {100 * gained / frames:+.1f} points)")
 
 
@@ -258,24 +282,26 @@ def compare_heads(args, runs, training, held_out, test, labels, folder: Path) ->
             source = build_source([linear_view(model, features_of(model, *windows(t[0]))).z for t in training],
                                   [t[1] for t in training], [t[2] for t in training], CLASSES)
             built = time.perf_counter() - start
-            bare = {"plain": lambda i: plain(model, test[i])}
-            path = {"plain": lambda i: predicted_plain(module, streams, tracks[i])}
+            bare, path = {}, {}
             for method, params, mode in configs:
                 label = f"{method} {','.join(f'{k}={v}' for k, v in params.items()) or 'defaults'} {mode}"
-                bare[label] = (lambda i, method=method, params=params, mode=mode:
-                               personalised(model, test[i], method, params, mode, source))
-                path[label] = (lambda i, method=method, params=params, mode=mode:
-                               predicted_personalised(module, streams, tracks[i], method, params, mode, source))
+                bare[label] = (lambda views, method=method, params=params, mode=mode:
+                               personalise_views(method, views, params, mode, source))
+                path[label] = (lambda arrays, method=method, params=params, mode=mode:
+                               personalised_arrays(module, arrays, method, params, mode, source))
             view_dim = linear_view(model, features_of(model, *test[0])).z.shape[1]
-            reference = torch.cat([bare["plain"](i) for i in range(len(test))])
+            reference = torch.cat([plain(model, test[i]) for i in range(len(test))])
             accuracy = float((reference.argmax(1) == torch.cat(labels)).float().mean())
             confident = float((entropy(reference) / math.log(CLASSES) < 0.5).float().mean())
             print(f"\n{name}: {args.train_steps} training steps, accuracy on the unseen test subjects {accuracy:.2f}, "
                   f"{100 * confident:.0f} % of frames with normalised entropy < 0.5; linear view D={view_dim}; "
                   f"source bank of {len(source.subjects)} subjects from {len(training)} tracks built in {built:.2f} s "
                   "(once per fold)")
-            compare("bare forward pass (model only)", bare, args.repeats, labels)
-            compare("as abaw predict runs it (store, windows, TaskModule)", path, args.repeats, labels)
+            compare("bare forward pass (model only)", lambda i: plain(model, test[i]),
+                    lambda i: linear_view(model, features_of(model, *test[i])), bare, args.repeats, labels)
+            compare("as abaw predict runs it (store, windows, TaskModule)",
+                    lambda i: predicted_plain(module, streams, tracks[i]),
+                    lambda i: predicted_features(module, streams, tracks[i]), path, args.repeats, labels)
 
 
 if __name__ == "__main__":
