@@ -262,20 +262,21 @@ def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training
     """One fold's :class:`FoldViews`: the linear-view rows of every track that
     :func:`~abaw.training.train.predict_frames` keeps with ``features=True`` (the same windows
     as the out-of-fold probabilities; a video's one row at video level), with the checkpoint's
-    last linear map; ``predicted`` may already hold some tracks' arrays (with ``view``), which
-    are not predicted again. The source bank groups the training tracks by person
+    last linear map; ``predicted`` may already hold some tracks' arrays (with ``view`` and
+    ``logits``), which are not predicted again. A track may be both held out and trained on
+    (in-sample prediction): its rows serve both. The source bank groups the training tracks by person
     (:func:`person_of`); no training tracks, no source bank (``cap`` then runs without)."""
     from abaw.training.video import module_class
 
     model = module_class(get_task(config.train.task)).load_from_checkpoint(checkpoint, map_location="cpu").eval().model
     predicted = dict(predicted or {})
-    missing = [t for t in held_out + training if "view" not in predicted.get(t.id, {})]
+    missing = [t for t in held_out + training if not {"view", "logits"} <= set(predicted.get(t.id, {}))]
     if missing:
         predicted.update(predict_frames(checkpoint, config, missing, features=True))
 
-    def views_of(units: list[tuple[Track, ...]]) -> list[LinearView]:  # the rows are dropped once viewed: no second copy
-        rows = [[predicted[t.id].pop("view") for t in unit] for unit in units]
-        logits = [[predicted[t.id].pop("logits") for t in unit] for unit in units]
+    def views_of(units: list[tuple[Track, ...]]) -> list[LinearView]:  # a one-track unit's view shares its rows
+        rows = [[predicted[t.id]["view"] for t in unit] for unit in units]
+        logits = [[predicted[t.id]["logits"] for t in unit] for unit in units]
         return views_of_rows(model, [torch.from_numpy(np.concatenate(r) if len(r) > 1 else r[0]) for r in rows],
                              [torch.from_numpy(np.concatenate(o) if len(o) > 1 else o[0]) for o in logits])
 

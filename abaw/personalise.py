@@ -3,8 +3,8 @@
 Every test video shows a person the model never saw, and people differ more than their
 expressions do. The two methods here adapt the model's last linear map to the track in front
 of it from its own unlabelled frames, with a few vector operations per frame: no optimiser, no
-autograd, nothing in the model changes, and every state is reset per track (one call = one
-track = one domain).
+autograd, nothing in the model changes, and every state is reset per track (a track is one
+domain; several tracks in one call are each adapted on their own).
 
 - ``t3a`` (T3A, Iwasawa & Matsuo 2021): per class a set of supports seeded with the classifier's
   row; each frame's embedding joins the class the original classifier predicts, with its
@@ -296,8 +296,8 @@ def _units(views: Sequence[LinearView], masks: Sequence[torch.Tensor | None] | N
         _check_view(view)
     weight, bias = views[0].weight, views[0].bias
     for view in views[1:]:
-        if view.weight is not weight and not (view.weight.shape == weight.shape and torch.equal(view.weight, weight)
-                                              and torch.equal(view.bias, bias)):
+        same = view.weight is weight or (view.weight.shape == weight.shape and torch.equal(view.weight, weight))
+        if not same or not (view.bias is bias or (view.bias.shape == bias.shape and torch.equal(view.bias, bias))):
             raise ValueError("views personalised together must share one model's last linear map (weight, bias)")
     sizes = [view.z.shape[0] for view in views]
     starts = [0]
@@ -386,6 +386,8 @@ def _t3a_online(view: LinearView, frames: torch.Tensor, k: int | None, compete: 
     z, weight = view.z, view.weight
     rows, classes = z.shape[0], weight.shape[0]
     logits = view.logits()
+    if rows == 0:  # nothing to adapt, nor to classify
+        return logits
     predicted = torch.where(frames, logits.max(dim=-1).indices, -1)
     norms = z.norm(dim=-1).clamp_min(1e-12)  # supports by id: frames 0..T-1, seed c at T + c
     seeds = F.normalize(weight, dim=-1)  # each class's sum before frame 0: its seed (kept, or competing)
@@ -630,7 +632,7 @@ def _stretches(units: _Units, mode: str, refresh: int) -> list[tuple[int, int, i
     out = []
     for u in range(len(units.views)):
         start, end = units.starts[u], units.starts[u + 1]
-        step = end - start if mode == "offline" else refresh
+        step = max(end - start, 1) if mode == "offline" else refresh  # an empty unit has no stretch
         out += [(u, j, min(j + step, end)) for j in range(start, end, step)]
     return out
 
@@ -672,7 +674,7 @@ def _source_plan(units: _Units, source: SourceBank | None, mode: str, stretches:
     float64, the distances of every stretch of every unit from one batched evaluation, and
     adjacent stretches of a unit that chose the same subjects form one run.
     """
-    if source is None:
+    if source is None or not stretches:  # no source, or no rows to compare
         return []
     count = torch.tensor(count, dtype=torch.float64)
     first, second = torch.stack(first).double(), torch.stack(second).double()
@@ -841,7 +843,7 @@ def _source_columns(units: _Units, plan: list[_Run]) -> tuple[torch.Tensor, torc
     for r, run in enumerate(plan):
         runs_of[run.unit].append(r)
     most = max(map(len, runs_of))
-    if most == 1:  # offline: one run per unit, m columns per group
+    if all(len(mine) == 1 for mine in runs_of):  # offline: one run per unit, m columns per group
         protos = torch.stack([run.prototypes for run in plan]).transpose(1, 2).flatten(0, 1)  # (G, m, D)
         present = torch.stack([run.present for run in plan]).transpose(1, 2).flatten(0, 1)
         return protos, present, None, torch.zeros(units.position.shape[0], dtype=torch.long)
@@ -886,9 +888,11 @@ def _refine(units: _Units, norms: torch.Tensor, logits0: torch.Tensor, predicted
         first = protos.shape[1]  # the source's columns come first
     for cache, cache_weight, big in caches:
         if cache_weight and cache.ids.shape[1]:
-            rows = [units.views[u].z[(cache.ids[g] - units.starts[u]).clamp_min(0)]
-                    for u in range(len(units.views)) for g in [slice(u * classes, (u + 1) * classes)]]
-            entries = torch.cat(rows) / norms[cache.ids] * cache.ok[..., None]
+            real = cache.ids[cache.ok]  # the entries, group by group, so unit by unit; padding stays 0
+            mine = real.split(torch.bincount(units.unit[real], minlength=len(units.views)).tolist())
+            entries = torch.zeros(*cache.ids.shape, weight.shape[1])
+            rows = torch.cat([units.views[u].z[ids - units.starts[u]] for u, ids in enumerate(mine)])
+            entries[cache.ok] = rows / norms[real]
             groups.append(_Group(entries, cache.ok, cache if mode == "online" else None, None, cache_weight, big))
     if not groups:
         return logits0.clone()
@@ -1182,7 +1186,7 @@ def personalise_views(method: str, views: Sequence[LinearView], params: Mapping[
     to float rounding. The views must come from one model (one last linear map); they are
     computed together, about ``rows`` rows at a time, which pays the fixed cost of a
     personalisation (a few hundred small tensor operations) once per batch instead of once per
-    track. ``masks``: one per view (or None), as ``mask`` below."""
+    track. ``masks``: one per view (or None), as ``mask`` of :func:`personalise`."""
     spec, params = _method(method), check_params(method, params)
     _check_mode(mode)
     masks = [None] * len(views) if masks is None else list(masks)

@@ -670,3 +670,41 @@ def test_views_of_rows_share_one_linear_map_and_check_the_logits():
     assert torch.equal(view_of_rows(model, z.detach()).weight, views[1].weight)
     with pytest.raises(ValueError, match="logits must be"):
         views_of_rows(model, [z.detach()], [torch.zeros(6, 3)])
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_an_empty_view_gives_empty_logits_alone_and_among_others(mode):
+    view = random_view(rows=90, seed=3)
+    empty = LinearView(view.z[:0], view.weight, view.bias)
+    source = drifting_source(view)
+    for method, params in (("t3a", {"k": 3}), ("cap", {}), ("none", {})):
+        alone = METHODS[method].run([empty], mode=mode, source=source, **params)
+        assert [tuple(x.shape) for x in alone] == [(0, 4)]
+        both = METHODS[method].run([view, empty], mode=mode, source=source, **params)
+        assert tuple(both[1].shape) == (0, 4)
+        assert torch.allclose(both[0], personalise_view(method, view, params, mode, source), atol=1e-5)
+    trace = cap_trace(empty, mode, source)
+    assert trace.positive == [[], [], [], []] and tuple(trace.logits.shape) == (0, 4)
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_a_track_that_is_not_finite_does_not_reach_the_others(mode):
+    base = random_view(rows=10, seed=7, scale=6.0)
+    views = [LinearView(random_view(rows=rows, seed=seed, scale=6.0).z, base.weight, base.bias)
+             for rows, seed in ((120, 7), (90, 8), (60, 9))]
+    broken = views[0].z.clone()
+    broken[0] = math.nan  # the first row of the first track: where the caches' padding points
+    views[0] = LinearView(broken, base.weight, base.bias)
+    source = drifting_source(views[1])
+    for method in ("t3a", "cap"):
+        together = personalise_views(method, views, None, mode, source)
+        for view, logits in zip(views[1:], together[1:]):
+            assert torch.isfinite(logits).all()
+            assert torch.allclose(logits, personalise_view(method, view, None, mode, source), atol=1e-5)
+
+
+def test_views_with_one_weight_but_other_biases_are_refused():
+    view = random_view(rows=20, seed=1)
+    other = LinearView(view.z, view.weight, view.bias + 1.0)  # the same weight object
+    with pytest.raises(ValueError, match="one model's last linear map"):
+        personalise_views("cap", [view, other])

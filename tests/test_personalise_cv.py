@@ -265,6 +265,14 @@ def test_predict_frames_returns_the_embedding_behind_each_probability_row(sample
         whole = linear_view(model, model.forward_features({k: v.float() for k, v in batch["streams"].items()},
                                                           batch["present"]))
         np.testing.assert_allclose(rows[track.id]["view"], whole.z.numpy(), rtol=1e-4, atol=1e-4)
+    # In-sample prediction: the same tracks held out and trained on; their kept rows serve both.
+    from abaw.cv import fold_views
+
+    fold = fold_views(config, result.best_checkpoint, tracks, tracks, rows)
+    assert fold.source is not None and len(fold.views) == len(tracks)
+    for track, view in zip(tracks, fold.views):
+        assert torch.equal(view.z, torch.from_numpy(rows[track.id]["view"]))
+        assert torch.equal(view.logits(), torch.from_numpy(rows[track.id]["logits"]))
 
 
 def test_cv_personalise_names_the_methods_and_an_unknown_one_is_refused_before_training(tmp_path):

@@ -366,11 +366,11 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], 
 
     With ``features`` each frame track also gets ``view`` (T, D): the z rows of the model's
     ``linear_view`` (its last linear map's input, from ``forward_features``), from the same
-    central window rows as its probabilities, which are then computed through that view
-    (``z @ weight.T + bias``, ``forward_head`` up to float rounding), kept as ``logits`` (T, C)
-    too, so that test-time personalisation (:mod:`abaw.personalise`) sees exactly the
-    embedding and the logits behind each probability row at no second pass of the head.
-    Opt-in (classification heads): nothing else stores them.
+    central window rows as its probabilities, and ``logits`` (T, C), the head's output those
+    come from, both from one evaluation of the head (``head_through_view``: the fusion heads
+    give ``forward_head``'s own output, so the probabilities are those of a plain run), so that
+    test-time personalisation (:mod:`abaw.personalise`) sees exactly the embedding and the
+    logits behind each probability row. Opt-in (classification heads): nothing else stores them.
     """
     from abaw.extraction import pick_device
 
@@ -413,7 +413,7 @@ def predict_track(module: TaskModule, streams: dict, track: Track, window: int, 
             batch = {"rows": batch["rows"].to(device),
                      "streams": {k: v.to(device) for k, v in batch["streams"].items()},
                      "present": {k: v.to(device) for k, v in batch["present"].items()}}
-            if features:  # the head through its linear view, z kept
+            if features:  # the head's output with its linear view's z, both kept
                 output, z = module.model.head_through_view(module.embed(batch))
                 named = [("probabilities", output), ("fallback", module.fallback_output(batch)), ("view", z),
                          ("logits", output)]

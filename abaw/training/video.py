@@ -146,8 +146,8 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
     """Per video ``probabilities`` (1, output) of a checkpoint from every frame (intensities
     for EMI, the A/H probability), and ``present`` (1,): whether any frame had a face; with
     ``features`` also ``view`` (1, D), the video's z in the model's ``linear_view`` (what
-    test-time personalisation adapts), the probabilities then computed through it from its
-    ``logits`` (1, output), kept too. The
+    test-time personalisation adapts), and ``logits`` (1, output), the head's output the
+    probabilities come from. The
     frame-wise prediction's arrays with one row, so CV, post-processing and the fold ensemble
     treat a video as a track of one row."""
     from abaw.extraction import pick_device
@@ -166,7 +166,7 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
             inputs = {"streams": {k: v.to(device) for k, v in batch["streams"].items()},
                       "present": {k: v.to(device) for k, v in present.items()}, "mask": batch["mask"].to(device)}
             embedded = module.embed(inputs)
-            if features:  # the head through its linear view (see predict_frames), z kept
+            if features:  # the head's output with its linear view's z (see predict_frames), both kept
                 output, z = module.model.head_through_view(embedded)
                 z, logits = z.float().cpu().numpy(), output.float().cpu().numpy()
             else:
