@@ -264,8 +264,8 @@ def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training
     as the out-of-fold probabilities; a video's one row at video level), with the checkpoint's
     last linear map; ``predicted`` may already hold some tracks' arrays (with ``view`` and
     ``logits``), which are not predicted again. A track may be both held out and trained on
-    (in-sample prediction): its rows serve both. The source bank groups the training tracks by person
-    (:func:`person_of`); no training tracks, no source bank (``cap`` then runs without)."""
+    (in-sample prediction): its rows serve both. The source bank groups the training tracks by
+    person (:func:`person_of`); no training tracks, no source bank (``cap`` then runs without)."""
     from abaw.training.video import module_class
 
     model = module_class(get_task(config.train.task)).load_from_checkpoint(checkpoint, map_location="cpu").eval().model
@@ -274,11 +274,12 @@ def fold_views(config: Config, checkpoint: Path, held_out: list[Track], training
     if missing:
         predicted.update(predict_frames(checkpoint, config, missing, features=True))
 
-    def views_of(units: list[tuple[Track, ...]]) -> list[LinearView]:  # a one-track unit's view shares its rows
-        rows = [[predicted[t.id]["view"] for t in unit] for unit in units]
-        logits = [[predicted[t.id]["logits"] for t in unit] for unit in units]
-        return views_of_rows(model, [torch.from_numpy(np.concatenate(r) if len(r) > 1 else r[0]) for r in rows],
-                             [torch.from_numpy(np.concatenate(o) if len(o) > 1 else o[0]) for o in logits])
+    def joined(unit: tuple[Track, ...], name: str) -> torch.Tensor:  # a one-track unit's array is shared, not copied
+        arrays = [predicted[t.id][name] for t in unit]
+        return torch.from_numpy(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))
+
+    def views_of(units: list[tuple[Track, ...]]) -> list[LinearView]:
+        return views_of_rows(model, [joined(u, "view") for u in units], [joined(u, "logits") for u in units])
 
     source = None
     if training:
@@ -296,7 +297,8 @@ def personalised_predictions(predictions: dict[str, dict[str, np.ndarray]], view
     of its personalised logits (offline, per unit: a track, or an A/H participant's videos;
     face-present frames only in the caches), as CV scores it and ``predict`` applies it. The
     other arrays (the fallback MLP's included) stay the model's own, ``view`` and ``logits``
-    (what personalisation read, not predictions) are dropped, and a one-logit head (A/H) keeps one probability, class 1's."""
+    (what personalisation read, not predictions) are dropped, and a one-logit head (A/H) keeps
+    one probability, class 1's."""
     out = {track_id: {name: a for name, a in arrays.items() if name not in ("view", "logits")}
            for track_id, arrays in predictions.items()}
     adapted = personalise_views(method, views.views, params, "offline", views.source, views.masks)

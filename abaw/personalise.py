@@ -426,7 +426,6 @@ def _ordered_bits(keys: torch.Tensor) -> torch.Tensor:
     return torch.where(bits < 0, ~bits, bits | (1 << 31)) & 0xFFFFFFFF
 
 
-
 def _prototype_logits_online(z: torch.Tensor, seeds: torch.Tensor, moves: _Moves,
                              changes: list[tuple[int, int, int]], block: int, chunk: int = 16) -> torch.Tensor:
     """logits[t, c] = z_t · S_c(t) / |S_c(t)|, S_c(t) = seeds_c + Σ_{τ ≤ t} hot[τ, c] δ_τ.
@@ -772,19 +771,24 @@ def _final_cache(kept: torch.Tensor, groups: torch.Tensor, count: int) -> _Cache
     return _padded(kept, groups[kept], count)
 
 
-def _consistent(units: _Units, plan: list[_Run], sims: torch.Tensor, predicted: torch.Tensor, margin: float,
-                rows: torch.Tensor | None = None) -> torch.Tensor:
-    """The consistency gate of every row (or of ``rows``) from its similarities (n, m, C) with
-    the prototypes of its run: the class of the nearest present prototype is the prediction,
-    and beats the next class's nearest by more than ``margin``."""
-    run_of = torch.repeat_interleave(torch.arange(len(plan)), torch.tensor([r.end - r.start for r in plan]))
-    present = torch.stack([run.present for run in plan])[run_of if rows is None else run_of[rows]]  # (n, m, C)
+def _run_of(plan: list[_Run], rows: torch.Tensor) -> torch.Tensor:
+    """The index in ``plan`` of the run of each of ``rows`` (runs cover the rows in order)."""
+    return torch.searchsorted(torch.tensor([run.end for run in plan]), rows, right=True)
+
+
+def _consistent(plan: list[_Run], runs: torch.Tensor, sims: torch.Tensor, predicted: torch.Tensor,
+                margin: float) -> torch.Tensor:
+    """The consistency gate of n rows of runs ``runs`` (indices in ``plan``) from their
+    similarities (n, m, C) with the prototypes of their runs and their predictions (n,): the
+    class of the nearest present prototype is the prediction, and beats the next class's
+    nearest by more than ``margin``."""
+    present = torch.stack([run.present for run in plan])[runs]  # (n, m, C)
     best = torch.full(sims.shape[::2], -math.inf)  # per class, the nearest of the m prototypes
     for i in range(sims.shape[1]):  # m element-wise maxima: far faster than a max over the middle dim
         best = torch.maximum(best, sims[:, i].masked_fill(~present[:, i], -math.inf))
     closest, nearest = best.max(dim=1)
     second = best.scatter(1, nearest[:, None], -math.inf).max(dim=1).values  # a tie for the top: margin 0
-    return (nearest == (predicted if rows is None else predicted[rows])) & (closest - second > margin)
+    return (nearest == predicted) & (closest - second > margin)
 
 
 def _lowest_consistent(units: _Units, plan: list[_Run], norms: torch.Tensor, predicted: torch.Tensor, margin: float,
@@ -807,12 +811,12 @@ def _lowest_consistent(units: _Units, plan: list[_Run], norms: torch.Tensor, pre
             break
         rows = ranked[todo]
         sims = torch.empty(len(rows), *plan[0].prototypes.shape[:2])
-        run_of = torch.searchsorted(torch.tensor([r.end for r in plan]), rows, right=True)
+        run_of = _run_of(plan, rows)
         for r in run_of.unique().tolist():
             run, mine = plan[r], (run_of == r).nonzero().flatten()
             z = units.views[run.unit].z[rows[mine] - units.starts[run.unit]]
             sims[mine] = (z @ run.prototypes.flatten(0, 1).T / norms[rows[mine]]).unflatten(1, sims.shape[1:])
-        admitted[todo] = _consistent(units, plan, sims, predicted, margin, rows)
+        admitted[todo] = _consistent(plan, run_of, sims, predicted[rows], margin)
         checked = checked | todo
         full = torch.bincount(owner[admitted], minlength=len(sizes)) >= sizes
         limit = torch.where(full, limit, limit * 2)
@@ -875,8 +879,8 @@ def _refine(units: _Units, norms: torch.Tensor, logits0: torch.Tensor, predicted
     the entry's entry and exit frames online, padding) decides the coefficients a (N, E), all
     groups at once, with v = ẑ + a X_g. Then, without forming v: W v = W ẑ + a (X_g Wᵀ) and
     |v|² = 1 + 2 a·s + a (X_g X_gᵀ) aᵀ, from one more product per group with the (E, C + E)
-    table [X_g Wᵀ | X_g X_gᵀ]. ``norms`` (N, 1) =
-    |z|; ``caches``: (:class:`_Cache`, weight, whether it can hold more than ``top``) each.
+    table [X_g Wᵀ | X_g X_gᵀ]. ``norms`` (N, 1) = |z|; ``caches``: (:class:`_Cache`, weight,
+    whether it can hold more than ``top``) each.
     """
     weight, classes = units.weight, units.classes
     groups: list[_Group] = []
@@ -928,8 +932,7 @@ def _refine(units: _Units, norms: torch.Tensor, logits0: torch.Tensor, predicted
         if group.cache is not None:  # online: in the cache at frame t
             valid[:, span] &= (group.cache.ids[owner] <= when) & (when < group.cache.leave[owner])
         if group.runs is not None:  # online: the prototypes of frame t's own run
-            run_of = torch.repeat_interleave(torch.arange(len(plan)), torch.tensor([r.end - r.start for r in plan]))
-            valid[:, span] &= group.runs[owner] == run_of[order][:, None]
+            valid[:, span] &= group.runs[owner] == _run_of(plan, order)[:, None]
     coef = _group_weights(sims, valid, spans, [g.weight for g in groups], [top if g.big else None for g in groups])
     mixed = torch.empty(len(order), table.shape[2])
     for g, a, b in busy:
@@ -1036,7 +1039,8 @@ def _cap(views: Sequence[LinearView], mode: str = "offline", source: SourceBank 
     proto_sims = consistent = positive_gate = None
     if mode == "online" or trace or not gated:  # the consistency gate of every frame
         proto_sims = _prototype_sims(units, plan, norms)
-        consistent = _consistent(units, plan, proto_sims, predicted, margin) if gated else torch.ones_like(candidate)
+        consistent = (_consistent(plan, _run_of(plan, torch.arange(len(predicted))), proto_sims, predicted, margin)
+                      if gated else torch.ones_like(candidate))
         positive_gate = candidate & consistent
     if mode == "online":
         positive = _stream_cache(units, spread, torch.where(positive_gate, predicted, -1), positive_size)
@@ -1211,7 +1215,6 @@ def personalise_view(method: str, view: LinearView, params: Mapping[str, Any] | 
                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """(T, C) personalised logits of one track's view; state starts empty (reset per track)."""
     return personalise_views(method, [view], params, mode, source, [mask])[0]
-
 
 
 def personalise(method: str, model, features: torch.Tensor, params: Mapping[str, Any] | None = None,

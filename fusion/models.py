@@ -116,25 +116,27 @@ class FusionMoE(FrameModel):
         what the classifier rows see (which T3A's supports and CaP's caches need). The view
         is of the model as it is: call it in eval mode, where dropout is off.
         """
-        return self._view(self.head.routing(features), self.head.hidden(features))
+        z = self._z(self.head.routing(features), self.head.hidden(features))
+        lasts = [expert[-1] for expert in self.head.experts]
+        weight = torch.cat([last.weight for last in lasts] + [torch.stack([last.bias for last in lasts], dim=1)], dim=1)
+        return z, weight, torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
 
     def head_through_view(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward_head``'s output itself (the same operations) and the view's z, from one
         evaluation of the router and the experts."""
         weights, hidden = self.head.routing(features), self.head.hidden(features)
-        return self.head.mix(weights, hidden), self._view(weights, hidden)[0]
+        return self.head.mix(weights, hidden), self._z(weights, hidden)
 
-    def _view(self, weights: torch.Tensor, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _z(self, weights: torch.Tensor, hidden: list[torch.Tensor]) -> torch.Tensor:
+        """The view's z = [w_1 h_1, …, w_K h_K, w_1, …, w_K], filled in place (no parts to join)."""
         if not isinstance(self.head.activation, nn.Identity):
             raise ValueError("linear_view needs activation='none': a tanh output is not a linear map")
         experts, width = len(hidden), hidden[0].shape[-1]
-        z = hidden[0].new_empty(*hidden[0].shape[:-1], experts * width + experts)  # filled in place: no parts to join
+        z = hidden[0].new_empty(*hidden[0].shape[:-1], experts * width + experts)
         for k, h in enumerate(hidden):
             z[..., k * width:(k + 1) * width] = weights[..., k:k + 1] * h
         z[..., experts * width:] = weights
-        lasts = [expert[-1] for expert in self.head.experts]
-        weight = torch.cat([last.weight for last in lasts] + [torch.stack([last.bias for last in lasts], dim=1)], dim=1)
-        return z, weight, torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+        return z
 
     def aux_loss(self) -> torch.Tensor:
         return self.head.balance_loss

@@ -402,9 +402,7 @@ def test_cap_with_a_source_bank_equals_the_per_frame_definition(mode):
     # Eight training subjects, each with its own offset, labelled by the classifier; the test
     # track drifts, so that online the nearest subjects change from one stretch to the next.
     view = random_view(rows=240, seed=7, scale=6.0)
-    g = torch.Generator().manual_seed(11)
-    tracks = [view.z[:80] * 0.5 + torch.randn(6, generator=g) + torch.randn(80, 6, generator=g) for _ in range(8)]
-    source = build_source(tracks, [view.logits(z).argmax(1) for z in tracks], [f"s{i}" for i in range(8)], 4)
+    source = drifting_source(view)
     params = {"subjects": 2, "refresh": 40, "margin": 0.02, "positive_size": 6, "top": 3}
     trace = cap_trace(view, mode, source, **params)
     assert 0 < int(trace.consistent.sum()) < len(trace.consistent)  # the consistency gate decides some frames
@@ -629,8 +627,9 @@ def test_the_consistency_gate_evaluated_lazily_gives_the_caches_of_the_full_gate
     rejected = rows["confident"] & rows["stable"] & ~rows["consistent"]
     assert rejected.any() if margin else True
     for u in range(len(views)):
-        assert full.trace(u).positive == [row.tolist() for row in _final_rows(lazy, u, "positive")]
-        assert full.trace(u).negative == [row.tolist() for row in _final_rows(lazy, u, "negative")]
+        mine, start = slice(u * 4, (u + 1) * 4), lazy.units.starts[u]  # this track's 4 classes
+        assert full.trace(u).positive == lazy.positive.final(mine, start)
+        assert full.trace(u).negative == lazy.negative.final(mine, start)
     assert torch.allclose(full.logits, lazy.logits, atol=1e-5)
     if margin == 0.6:  # some class's cache holds frames beyond its first candidates
         candidates = rows["confident"] & rows["stable"]
@@ -638,12 +637,6 @@ def test_the_consistency_gate_evaluated_lazily_gives_the_caches_of_the_full_gate
                 if row and int(rejected[full.units.rows(u)][
                     (rows["predicted"][full.units.rows(u)] == c) & candidates[full.units.rows(u)]].sum()) >= 4]
         assert late
-
-
-def _final_rows(result, u: int, which: str) -> list[torch.Tensor]:
-    cache, classes, start = getattr(result, which), result.units.classes, result.units.starts[u]
-    return [row[ok] - start for row, ok in zip(cache.ids[u * classes:(u + 1) * classes],
-                                               cache.ok[u * classes:(u + 1) * classes])]
 
 
 def test_a_view_with_the_predictions_own_logits_uses_them():

@@ -147,9 +147,8 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
     for EMI, the A/H probability), and ``present`` (1,): whether any frame had a face; with
     ``features`` also ``view`` (1, D), the video's z in the model's ``linear_view`` (what
     test-time personalisation adapts), and ``logits`` (1, output), the head's output the
-    probabilities come from. The
-    frame-wise prediction's arrays with one row, so CV, post-processing and the fold ensemble
-    treat a video as a track of one row."""
+    probabilities come from. The frame-wise prediction's arrays with one row, so CV,
+    post-processing and the fold ensemble treat a video as a track of one row."""
     from abaw.extraction import pick_device
 
     device = pick_device(str(config.train.trainer.get("accelerator", "cpu")))
