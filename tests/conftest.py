@@ -13,13 +13,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from abaw.tasks import AU, EXPR, VA, Task  # noqa: E402
 
-MEDIA = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "media"
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO / "tests" / "fixtures" / "media"
 
 
 def clip(name: str) -> Path:
-    """A real video clip of ../shared/fixtures/media (beside the repository, as in CI)."""
-    path = MEDIA / name
-    assert path.is_file(), f"fixture {path} missing: the repo expects ../shared/fixtures/media beside it"
+    """A real video clip shipped in tests/fixtures/media (licences and sources in its README)."""
+    path = (MEDIA / name).resolve()
+    # A bare clone has nothing beside the repository: every fixture lies inside it.
+    assert path.is_relative_to(REPO), f"fixture {path} lies outside the repository"
+    assert path.is_file(), f"fixture {path} missing from tests/fixtures/media"
     return path
 
 
