@@ -32,6 +32,20 @@ def pooled_labels(tracks: list[Track]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([t.labels for t in tracks]), np.concatenate([t.valid for t in tracks])
 
 
+def submission_in(path: Path, task: Task) -> Path:
+    """The submission of ``task`` that ``path`` names: ``path`` itself, or, for a folder as
+    ``abaw submit --out`` writes it, the task's entry inside it (``EXPR.txt``, ``EMI.csv``,
+    ``VD.zip``, or the per-track folder ``EXPR/``). A folder holding none of these is taken as
+    a folder of per-track files."""
+    if not path.is_dir():
+        return path
+    name = task.name.upper()
+    for entry in (f"{name}.txt", f"{name}.csv", f"{name}.zip", name):
+        if (path / entry).exists():
+            return path / entry
+    return path
+
+
 def score_submission(task: Task, predictions: str | Path, root: str | Path, split: str = "validation") -> Score:
     """Official score of a submission-format prediction file (or folder/zip) on ``split``.
 
@@ -43,7 +57,7 @@ def score_submission(task: Task, predictions: str | Path, root: str | Path, spli
     tracks = load_tracks(root, task, splits=(split,))
     if not tracks:
         raise DataError(Path(root), f"no {split} tracks for {task.name.upper()}")
-    predictions = Path(predictions)
+    predictions = submission_in(Path(predictions), task)
     if task.level == "video":
         return score_videos(task, predictions, tracks)
     rows = read_submission(predictions, task)

@@ -96,6 +96,15 @@ def test_dvd_folder_and_flat_zip_score_the_same(dvd_root, tmp_path):
         for path in written:
             z.write(path, path.name)
     assert score_submission(VD, folder, dvd_root).value == score_submission(VD, archive, dvd_root).value == 0.0
+    # The folder `abaw submit --out OUT` leaves: OUT/VD/<id>.csv and OUT/VD.zip.
+    out = tmp_path / "out"
+    right = {t.id: TrackRows(t.frames, t.labels, t.frames, t.source) for t in tracks}
+    written = write_dvd_folder(out / "VD", {t.id: t.frames for t in tracks}, right)
+    assert score_submission(VD, out, dvd_root).value == 1.0
+    with zipfile.ZipFile(out / "VD.zip", "w") as z:
+        z.write(written[0], written[0].name)  # the zip is taken first: one video only, so refused
+    with pytest.raises(DataError, match="missing all"):
+        score_submission(VD, out, dvd_root)
     nested = tmp_path / "nested.zip"
     with zipfile.ZipFile(nested, "w") as z:
         z.write(written[0], f"vd/{written[0].name}")

@@ -48,6 +48,9 @@ def test_emi_score_of_a_submission_file_is_numpys_mean_pearson(emi_root, tmp_pat
     assert set(result.parts) == set(EMI.labels)
     assert main(["score", "--task", "emi", str(path), str(emi_root)]) == 0
     assert f"EMI Validation_Set: {result.value:.6f}" in capsys.readouterr().out
+    path.rename(tmp_path / "EMI.csv")  # as `abaw submit --out DIR` names it: DIR scores too
+    assert main(["score", "--task", "emi", str(tmp_path), str(emi_root)]) == 0
+    assert f"EMI Validation_Set: {result.value:.6f}" in capsys.readouterr().out
 
 
 def test_pearson_matches_numpy_and_is_0_for_a_constant():
