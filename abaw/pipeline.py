@@ -62,7 +62,10 @@ def ensure_dataset(config: Config) -> Path:
         log(f"[1/5] using the dataset in {root}")
         return root
     if not config.data.generate:
-        raise DataError(root, "dataset root not found (set data.generate=true to create the sample dataset)")
+        # generate=true makes a sample dataset, never the user's: it is no remedy for a missing root.
+        what = "dataset root not found" if not root.exists() else "dataset root is empty"
+        raise DataError(root, f"{what}: set data.root to the folder holding your dataset "
+                              "(check it first with abaw inspect ROOT)")
     if not is_main_process():
         # torchrun and SLURM start every rank at once: rank 0 generates, and generate() moves the
         # dataset into place only when it is complete, so its appearance is the signal.
@@ -73,7 +76,7 @@ def ensure_dataset(config: Config) -> Path:
                 raise DataError(root, "rank 0 did not generate the sample dataset within ABAW_WAIT_FOR_MAIN_S")
             time.sleep(1.0)
         return root
-    from abaw.data.sample import generate
+    from abaw.data.sample import generate  # the generator's heavy imports, only when it runs
 
     log(f"[1/5] generating the sample dataset in {root}")
     options = {k: v for k, v in (("tracks", config.sample.tracks), ("seconds", config.sample.seconds)) if v}
@@ -163,6 +166,17 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
     print("submission files:")
     for path in written:
         print(f"  {path}")
-    print("\nyour own data: put it under data/abaw/ (README, 'Real data'), check it with abaw inspect data/abaw, "
-          "then abaw run configs/real/run.yaml")
+    tip = own_data_tip(root)
+    if tip:
+        print("\n" + tip)
     return 0
+
+
+def own_data_tip(root: Path) -> str | None:
+    """Where a demo's user goes next; None after a run on the user's own data (not the sample)."""
+    from abaw.data.sample import is_sample
+
+    if not is_sample(root):
+        return None
+    return ("your own data: put it under data/abaw/ (README, 'Real data'), check it with abaw inspect data/abaw, "
+            "then abaw run configs/real/run.yaml")

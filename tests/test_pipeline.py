@@ -41,6 +41,7 @@ def test_run_writes_valid_submissions_and_a_reproducible_table(workflow, sample_
     first = capsys.readouterr()
     rows = table(first.out)
     assert len(rows) == 2, first.out
+    assert "your own data: put it under data/abaw/" in first.out  # the sample's user is shown the way on
     submission = tmp / "runs" / "t-submission"
     expr_rows = read_submission(submission / "EXPR.txt", EXPR)
     test = load_tracks(sample_root, EXPR, splits=("test",))
@@ -81,3 +82,27 @@ def test_validation_submission_round_trips_through_score(workflow, sample_root, 
     assert main(["score", "--task", "expr", str(tmp / "old" / "EXPR"), str(sample_root)]) == 0
     per_track = capsys.readouterr().out
     assert one_file == per_track and "EXPR Validation_Set:" in one_file
+    # The folders submit wrote score as they are: the task's file or per-track folder inside.
+    assert main(["score", "--task", "expr", str(out), str(sample_root)]) == 0
+    assert capsys.readouterr().out == one_file
+    assert main(["score", "--task", "expr", str(tmp / "old"), str(sample_root)]) == 0
+    assert capsys.readouterr().out == one_file
+
+
+def test_own_data_runs_are_not_told_to_bring_their_own_data(sample_root, affwild2_root):
+    from abaw.pipeline import own_data_tip
+
+    assert "abaw inspect data/abaw" in own_data_tip(sample_root)
+    assert own_data_tip(affwild2_root) is None
+
+
+@pytest.mark.parametrize("make", [lambda root: None, lambda root: root.mkdir()])
+def test_a_missing_root_is_named_without_suggesting_the_sample_generator(tmp_path, capsys, make):
+    root = tmp_path / "my-affwild2"
+    make(root)
+    config = tmp_path / "real.yaml"
+    config.write_text(yaml.safe_dump({"name": "r", "data": {"root": str(root)}, "runs_dir": str(tmp_path / "runs")}))
+    assert main(["run", str(config)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(root) in err[0] and "set data.root" in err[0], err
+    assert "generate" not in err[0]

@@ -34,6 +34,7 @@ DEFAULT_SECONDS = 6.0
 TEST_VIDEOS = 3
 DVD_TEST_VIDEOS = 2
 MIN_VIDEOS_PER_TASK = 5  # one recording (source) per fold of a grouped 5-fold CV
+MANIFEST = "sample_manifest.json"  # at the root of every generated dataset, and of no real one
 _MIN_LINES = 40  # room for a visible segment of every class plus an invalid stretch
 _TEMPLATE_WORD = {"expr": "Expr", "va": "VA", "au": "AU"}
 _AFFWILD2_SPLIT_DIRS = {"train": "Train_Set", "validation": "Validation_Set"}
@@ -97,6 +98,11 @@ class _Labels:
     au: np.ndarray  # (N, 12) int 0/1
 
 
+def is_sample(root: str | Path) -> bool:
+    """True if ``root`` is a dataset :func:`generate` wrote (it holds :data:`MANIFEST`)."""
+    return (Path(root) / MANIFEST).is_file()
+
+
 def generate(out: Path, seed: int = 0, tracks: int = DEFAULT_TRACKS, seconds: float = DEFAULT_SECONDS,
              progress: Callable[[str], None] | None = None) -> dict:
     """Write a complete sample dataset under `out`; return the manifest (also written to out/sample_manifest.json).
@@ -132,7 +138,7 @@ def generate(out: Path, seed: int = 0, tracks: int = DEFAULT_TRACKS, seconds: fl
         from abaw.data.sample_videos import write_video_datasets  # it builds on this module's helpers
 
         write_video_datasets(tmp, videos_seed, manifest, say)
-        (tmp / "sample_manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
