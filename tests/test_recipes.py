@@ -11,7 +11,7 @@ from abaw.tasks import TASKS
 from fusion import create_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-RECIPES = ("hsemotion", "dinov2-moe")
+RECIPES = ("hsemotion", "dinov2-moe", "offline")
 FRAME_TASKS = ("expr", "va", "au", "vd")
 
 
@@ -45,3 +45,15 @@ def test_the_recipes_say_what_they_publish():
     assert dino.extract.faces_of("dinov2", "affwild2") == "detected"  # from the raw video, as the entry
     assert hsemotion.extract.faces_of("hsemotion", "affwild2") == "crops"
     assert dino.extract.features["wav2vec2"]["layers"] == 4
+
+
+def test_the_offline_recipe_needs_no_weights_beyond_its_install():
+    from abaw.extraction import missing_weights
+
+    for task in FRAME_TASKS:
+        config = recipe("offline", task)
+        assert missing_weights(config) == [], task
+        assert config.extract.faces_of("face", "affwild2") == "detected"  # no cropped_aligned/ needed
+        assert config.extract.faces_of("face", "dvd") == "frame"
+        assert set(config.extract.features) == {"face", "voice"}
+    assert recipe("offline", "expr").train.fallback == {"stream": "face", "hidden": 128}
