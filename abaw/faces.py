@@ -31,6 +31,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from abaw.data.affwild2 import video_files
+from abaw.data.records import Problem
+from features.containers import VIDEO_CONTAINERS
 from features.faces import DetectorSpec, VideoDetections, create_detector, detect_video
 from features.media import MediaError, frame_index
 from features.specs import ExtractorSpec
@@ -39,7 +42,6 @@ from features.tracking import (Identity, Override, OverrideError, TrackerSpec, c
                                override_for, read_overrides, side_of)
 
 Log = Callable[[str], None]
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 CSV_HEADER = "frame,time,identity,x0,y0,x1,y1,score"
 
 
@@ -100,14 +102,21 @@ def _digest(*parts) -> str:
 # ----------------------------------------------------------------------------- abaw faces
 
 
-def find_videos(paths: list[str]) -> list[Path]:
+def find_videos(paths: list[str], log: Log | None = None) -> list[Path]:
     """The video files named or found (recursively) under the given paths, sorted; refuses a
-    missing path and two videos with one stem (their CSVs would collide)."""
+    missing path and two videos with one stem (their CSVs would collide). A folder is searched
+    as a dataset's video folder is (:func:`abaw.data.affwild2.video_files`): what was found
+    there besides the known video containers, taken or skipped, is named to ``log`` (default:
+    stderr)."""
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     videos: list[Path] = []
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            videos += sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            findings: list[Problem] = []
+            videos += video_files(path, findings)
+            for finding in findings:
+                log(f"abaw faces: {finding}")
         elif path.is_file():
             videos.append(path)
         else:
@@ -128,9 +137,10 @@ def run_faces(paths: list[str], out: str | Path, detector: DetectorSpec | None =
     stdout; a video that cannot be decoded is named and the others finish (exit code 1)."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     detector, tracker = detector or DetectorSpec(), tracker or TrackerSpec()
-    videos = find_videos(paths)
+    videos = find_videos(paths, log)
     if not videos:
-        raise FileNotFoundError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {', '.join(paths)}")
+        raise FileNotFoundError(f"no video files in {', '.join(paths)} (known containers: "
+                                f"{', '.join(VIDEO_CONTAINERS)}; other files are opened to see whether they are videos)")
     entries = read_overrides(overrides) if overrides else {}
     check_known(entries, {v.stem for v in videos})
     out = Path(out)
