@@ -6,8 +6,13 @@ identities (:mod:`features.tracking`), then choose and write.
 
 - ``abaw faces VIDEO_OR_ROOT... --out DIR`` writes ``DIR/<video stem>.csv`` with
   ``frame,time,identity,x0,y0,x1,y1,score``: one row per kept face per frame, ``frame``
-  1-based in display order, ``time`` its start in seconds, pixels of the full frame, identity
-  0 the person present longest; ``score`` is empty on frames whose box was interpolated.
+  1-based in display order, pixels of the full frame, identity 0 the person present longest;
+  ``score`` is empty on frames whose box was interpolated. ``time`` is the frame's start in
+  seconds counted from the first displayed frame: its presentation timestamp (from the
+  container, never ``frame / fps``) less that of the first displayed frame (hidden encoder
+  pre-roll not counted), so frame 1 is at 0.0000 even where the container shows it at, say,
+  0.027 s; add that start time to get the container's own clock. Audio features are aligned
+  on this same clock (:mod:`features.media`).
   ``DIR/faces.json`` records what each CSV was made from, so a rerun skips finished videos.
 - ``abaw extract`` with a visual stream whose face source is ``detected`` first fills the
   faces stream: per annotation row (row i = displayed frame i + 1) the track's box
