@@ -227,6 +227,24 @@ def video_duration(path: str | Path) -> float:
     return float(stamps[-1, 1]) if len(stamps) else 0.0
 
 
+def is_variable_frame_rate(starts: np.ndarray, time_base: float) -> bool:
+    """Whether frames starting at ``starts`` (seconds, increasing) come at a variable rate.
+
+    Timestamps are whole ticks of the stream's ``time_base`` (seconds), so a constant rate
+    that is not a whole number of ticks shows steps one tick apart: 29.97 fps in FLV or
+    Matroska (milliseconds) steps 33, 33, 34 ms. That is rounding, not a variable rate. The
+    rate is variable when the steps, each first allowed one tick of difference from their mean,
+    still spread by more than 1 % of the mean step (root mean square).
+    """
+    steps = np.diff(np.asarray(starts, np.float64))
+    if steps.size == 0:
+        return False
+    mean = steps.mean()
+    # A hair over one tick: the float seconds of whole ticks are not exact.
+    beyond_rounding = np.maximum(np.abs(steps - mean) - time_base * (1 + 1e-6), 0.0)
+    return bool(np.sqrt(np.mean(beyond_rounding ** 2)) > 0.01 * mean)
+
+
 def audio_samples(duration: float, sample_rate: int) -> int:
     """How many samples audio cropped or padded to ``duration`` seconds has: the length
     :func:`decode_audio` and :func:`audio_pieces` give."""

@@ -1,14 +1,17 @@
 """One clock for video and audio: time 0 is the first displayed frame, whichever stream of the
-container starts first."""
+container starts first; and a constant frame rate rounded to the time base is not variable."""
 
 from __future__ import annotations
+
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from abaw.faces import run_faces
-from features.media import audio_samples, decode_audio, frame_index, video_duration
+from features.extract import Job, timing
+from features.media import audio_samples, decode_audio, frame_index, is_variable_frame_rate, video_duration
 from tests.synthetic_media import write_clip
 
 RATE = 16000  # audio sample rate decoded to
@@ -62,3 +65,26 @@ def test_face_csv_times_count_from_the_first_displayed_frame(tmp_path):
     table = pd.read_csv(tmp_path / "out" / "late.csv")
     np.testing.assert_allclose(table.time, np.arange(10) / FPS)
     assert table.frame.tolist() == list(range(1, 11))
+
+
+def test_time_base_rounding_is_not_a_variable_frame_rate():
+    ms = 1 / 1000
+    ntsc_in_ms = np.round(np.arange(300) * 1001 / 30000, 3)  # FLV/Matroska at 29.97 fps: 33, 33, 34 ms steps
+    assert set(np.round(np.diff(ntsc_in_ms) / ms).astype(int)) == {33, 34}
+    assert not is_variable_frame_rate(ntsc_in_ms, ms)
+    assert not is_variable_frame_rate(np.arange(100) / 25, 1 / 25)
+    alternating = np.cumsum(np.tile([1 / 30, 1 / 20], 50))  # 30 and 20 fps in turn
+    assert is_variable_frame_rate(alternating, ms)
+    assert is_variable_frame_rate(np.round(alternating, 3), ms)
+    # A fine time base forgives no more than its tick: 1 ms of jitter in 90 kHz ticks is variable.
+    assert is_variable_frame_rate(ntsc_in_ms, 1 / 90000)
+    assert not is_variable_frame_rate(np.zeros(1), ms)
+
+
+def test_an_flv_at_29_97_fps_is_not_flagged_variable(tmp_path):
+    path = write_clip(tmp_path / "ntsc.flv", container="flv", video_codec="flv", fps=Fraction(30000, 1001),
+                      frames=60)
+    index = frame_index(path)
+    assert index.time_base == 1 / 1000 and set(np.round(np.diff(index.pts))) == {33, 34}
+    _, accounting = timing(Job(id="ntsc", frames=60, video=path, faces="frame"))
+    assert accounting["variable_frame_rate"] is False and accounting["fps"] == pytest.approx(29.97, abs=0.02)
