@@ -145,7 +145,7 @@ def run_faces(paths: list[str], out: str | Path, detector: DetectorSpec | None =
     videos = find_videos(paths, log)
     if not videos:
         raise FileNotFoundError(f"no video files in {', '.join(paths)} (known containers: "
-                                f"{', '.join(VIDEO_CONTAINERS)}; other files are opened to see whether they are videos)")
+                                f"{', '.join(VIDEO_CONTAINERS)}; files of other suffixes are opened to see)")
     entries = read_overrides(overrides) if overrides else {}
     check_known(entries, {v.stem for v in videos})
     out = Path(out)

@@ -2,7 +2,8 @@
 
 Layout: ``{Training,Validation}/videos/<id>.mp4`` with ``{Training,Validation}/annotations/<id>.csv``
 (columns frame, label), and ``Test/videos/<id>.mp4`` with one template CSV per video anywhere
-else under ``Test/``; a video may be in any container the decoder reads (:mod:`features.containers`). The root may be the ``DVD`` folder itself or its parent.
+else under ``Test/``; a video may be in any container the decoder reads
+(:mod:`features.containers`). The root may be the ``DVD`` folder itself or its parent.
 """
 
 from __future__ import annotations
