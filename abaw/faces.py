@@ -6,8 +6,13 @@ identities (:mod:`features.tracking`), then choose and write.
 
 - ``abaw faces VIDEO_OR_ROOT... --out DIR`` writes ``DIR/<video stem>.csv`` with
   ``frame,time,identity,x0,y0,x1,y1,score``: one row per kept face per frame, ``frame``
-  1-based in display order, ``time`` its start in seconds, pixels of the full frame, identity
-  0 the person present longest; ``score`` is empty on frames whose box was interpolated.
+  1-based in display order, pixels of the full frame, identity 0 the person present longest;
+  ``score`` is empty on frames whose box was interpolated. ``time`` is the frame's start in
+  seconds counted from the first displayed frame: its presentation timestamp (from the
+  container, never ``frame / fps``) less that of the first displayed frame (hidden encoder
+  pre-roll not counted), so frame 1 is at 0.0000 even where the container shows it at, say,
+  0.027 s; add that start time to get the container's own clock. Audio features are aligned
+  on this same clock (:mod:`features.media`).
   ``DIR/faces.json`` records what each CSV was made from, so a rerun skips finished videos.
 - ``abaw extract`` with a visual stream whose face source is ``detected`` first fills the
   faces stream: per annotation row (row i = displayed frame i + 1) the track's box
@@ -31,6 +36,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from abaw.data.affwild2 import video_files
+from abaw.data.records import Problem
+from features.containers import VIDEO_CONTAINERS
 from features.faces import DetectorSpec, VideoDetections, create_detector, detect_video
 from features.media import MediaError, frame_index
 from features.specs import ExtractorSpec
@@ -39,7 +47,6 @@ from features.tracking import (Identity, Override, OverrideError, TrackerSpec, c
                                override_for, read_overrides, side_of)
 
 Log = Callable[[str], None]
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 CSV_HEADER = "frame,time,identity,x0,y0,x1,y1,score"
 
 
@@ -100,14 +107,21 @@ def _digest(*parts) -> str:
 # ----------------------------------------------------------------------------- abaw faces
 
 
-def find_videos(paths: list[str]) -> list[Path]:
+def find_videos(paths: list[str], log: Log | None = None) -> list[Path]:
     """The video files named or found (recursively) under the given paths, sorted; refuses a
-    missing path and two videos with one stem (their CSVs would collide)."""
+    missing path and two videos with one stem (their CSVs would collide). A folder is searched
+    as a dataset's video folder is (:func:`abaw.data.affwild2.video_files`): what was found
+    there besides the known video containers, taken or skipped, is named to ``log`` (default:
+    stderr)."""
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     videos: list[Path] = []
     for name in paths:
         path = Path(name)
         if path.is_dir():
-            videos += sorted(p for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            findings: list[Problem] = []
+            videos += video_files(path, findings)
+            for finding in findings:
+                log(f"abaw faces: {finding}")
         elif path.is_file():
             videos.append(path)
         else:
@@ -128,9 +142,10 @@ def run_faces(paths: list[str], out: str | Path, detector: DetectorSpec | None =
     stdout; a video that cannot be decoded is named and the others finish (exit code 1)."""
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     detector, tracker = detector or DetectorSpec(), tracker or TrackerSpec()
-    videos = find_videos(paths)
+    videos = find_videos(paths, log)
     if not videos:
-        raise FileNotFoundError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {', '.join(paths)}")
+        raise FileNotFoundError(f"no video files in {', '.join(paths)} (known containers: "
+                                f"{', '.join(VIDEO_CONTAINERS)}; files of other suffixes are opened to see)")
     entries = read_overrides(overrides) if overrides else {}
     check_known(entries, {v.stem for v in videos})
     out = Path(out)

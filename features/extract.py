@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from features.audio import FramePool
 from features.media import (FrameIndex, MediaError, audio_pieces, audio_samples, decode_frames, frame_index,
-                            frame_timestamps)
+                            is_variable_frame_rate)
 from features.store import FeatureStore, TrackWriter
 
 Log = Callable[[str], None]
@@ -85,7 +85,9 @@ def timing(job: Job) -> tuple[np.ndarray, dict]:
 
     Returns ``(times, accounting)``: times (T,) frame centres in seconds, extrapolated at the
     median frame duration for rows past the last decoded frame; accounting: decoded frames,
-    annotation rows, rows padded/clipped, frames without a face, fps, variable frame rate.
+    annotation rows, rows padded/clipped, frames without a face, fps, variable frame rate (steps
+    between frames irregular beyond the rounding of the stream's time base:
+    :func:`features.media.is_variable_frame_rate`).
     """
     accounting: dict = {"annotation_rows": job.frames, "face_source": job.faces}
     if job.faces in ("crops", "detected"):
@@ -95,7 +97,8 @@ def timing(job: Job) -> tuple[np.ndarray, dict]:
     if job.video is None:
         accounting.update(decoded_frames=None, rows_padded=None, rows_clipped=None)
         return np.full(job.frames, np.nan), accounting
-    stamps = frame_timestamps(job.video)
+    index = frame_index(job.video)
+    stamps = index.stamps
     decoded = len(stamps)
     durations = stamps[:, 1] - stamps[:, 0]
     step = float(np.median(durations)) if decoded else 0.0
@@ -105,12 +108,11 @@ def timing(job: Job) -> tuple[np.ndarray, dict]:
     times[:shared] = centres[:shared]
     last = centres[shared - 1] if shared else 0.0
     times[shared:] = last + step * np.arange(1, job.frames - shared + 1)
-    starts = np.diff(stamps[:, 0])
     accounting.update(
         decoded_frames=decoded, rows_padded=max(0, job.frames - decoded), rows_clipped=max(0, decoded - job.frames),
         duration=float(stamps[-1, 1]) if decoded else 0.0,
         fps=round(decoded / float(stamps[-1, 1]), 3) if decoded else None,
-        variable_frame_rate=bool(starts.size and starts.std() > 0.01 * starts.mean()),
+        variable_frame_rate=is_variable_frame_rate(stamps[:, 0], index.time_base),
     )
     return times, accounting
 

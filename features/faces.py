@@ -93,8 +93,9 @@ class DetectorSpec:
 class VideoDetections:
     """Every detection of one video.
 
-    ``frames`` displayed frames of ``width`` x ``height`` pixels at ``times`` (seconds, 0 = the
-    first displayed frame); ``detected`` (frames,) bool marks the frames the detector ran on.
+    ``frames`` displayed frames of ``width`` x ``height`` pixels starting at ``times`` (frames,)
+    float64 seconds: presentation times less the first displayed frame's, so 0 = the first
+    displayed frame whatever time the container gives it (:class:`features.media.FrameIndex`); ``detected`` (frames,) bool marks the frames the detector ran on.
     Detection ``k`` is on frame ``frame[k]`` (0-based display order): ``boxes[k]`` = x0, y0,
     x1, y1 and ``landmarks[k]`` = five (x, y) points (eyes, nose, mouth corners), in full-frame
     pixels; ``scores[k]`` its probability.

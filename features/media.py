@@ -6,6 +6,12 @@ presentation timestamps (the numbers decord's ``get_frame_timestamp`` reports, i
 Some files begin with encoder pre-roll, packets with negative timestamps that the container's
 edit list hides: players and PyAV's decoder skip them, decord counts them. Frames here are the
 displayed ones only, and time 0 is the first of them (see :class:`FrameIndex`).
+
+One clock for every stream: a frame's time is its presentation time less that of the first
+displayed frame (:attr:`FrameIndex.start`), so the first frame is at 0.0 even where the
+container puts it at, say, 0.027 s, and audio sample 0 is put at that same first frame, whether
+the audio stream starts before or after the video (:func:`decode_audio`). Whichever stream
+comes first in the file, the video is ``streams.video[0]`` and the audio ``streams.audio[0]``.
 """
 
 from __future__ import annotations
@@ -78,12 +84,21 @@ class FrameIndex:
     ``stamps`` (N, 2) float64 start/end seconds of each displayed frame, 0 = the first;
     ``pts`` (N,) int64 their presentation timestamps in the stream's time base, by which a
     frame can be found; ``hidden`` how many decodable frames come before the first displayed
-    one (pre-roll the edit list hides; decord's index counts them).
+    one (pre-roll the edit list hides; decord's index counts them); ``time_base`` the seconds
+    one tick of ``pts`` lasts (1/1000 in FLV and Matroska, whose timestamps are milliseconds).
     """
 
     stamps: np.ndarray
     pts: np.ndarray
     hidden: int
+    time_base: float
+
+    @property
+    def start(self) -> float:
+        """Presentation time in seconds, on the container's clock, of the first displayed frame:
+        the instant ``stamps`` counts from, and so where audio sample 0 is put (0.0 without
+        frames)."""
+        return float(self.pts[0]) * self.time_base if len(self.pts) else 0.0
 
 
 def frame_index(path: str | Path) -> FrameIndex:
@@ -116,7 +131,7 @@ def frame_index(path: str | Path) -> FrameIndex:
     all_pts, discard = np.frombuffer(stamps, np.int64), np.frombuffer(discards, np.int8).astype(bool)
     shown_pts, shown_durations = all_pts[~discard], np.frombuffer(spans, np.int64)[~discard]
     if not len(shown_pts):
-        return FrameIndex(np.zeros((0, 2)), np.zeros(0, np.int64), 0)
+        return FrameIndex(np.zeros((0, 2)), np.zeros(0, np.int64), 0, time_base)
     order = np.lexsort((shown_durations, shown_pts))  # by time, as a player shows them
     pts = shown_pts[order]
     # Discarded packets past the last shown one (an edit list may cut a tail too) sit after the
@@ -127,7 +142,7 @@ def frame_index(path: str | Path) -> FrameIndex:
     step = float(np.median(np.diff(starts))) if len(starts) > 1 else float(durations[0])
     following = np.append(starts[1:], starts[-1] + step)
     ends = np.where(durations > 0, starts + durations, following)
-    return FrameIndex(np.stack([starts, ends], axis=1), pts, hidden)
+    return FrameIndex(np.stack([starts, ends], axis=1), pts, hidden, time_base)
 
 
 def frame_timestamps(path: str | Path) -> np.ndarray:
@@ -212,6 +227,24 @@ def video_duration(path: str | Path) -> float:
     return float(stamps[-1, 1]) if len(stamps) else 0.0
 
 
+def is_variable_frame_rate(starts: np.ndarray, time_base: float) -> bool:
+    """Whether frames starting at ``starts`` (seconds, increasing) come at a variable rate.
+
+    Timestamps are whole ticks of the stream's ``time_base`` (seconds), so a constant rate
+    that is not a whole number of ticks shows steps one tick apart: 29.97 fps in FLV or
+    Matroska (milliseconds) steps 33, 33, 34 ms. That is rounding, not a variable rate. The
+    rate is variable when the steps, each first allowed one tick of difference from their mean,
+    still spread by more than 1 % of the mean step (root mean square).
+    """
+    steps = np.diff(np.asarray(starts, np.float64))
+    if steps.size == 0:
+        return False
+    mean = steps.mean()
+    # A hair over one tick: the float seconds of whole ticks are not exact.
+    beyond_rounding = np.maximum(np.abs(steps - mean) - time_base * (1 + 1e-6), 0.0)
+    return bool(np.sqrt(np.mean(beyond_rounding ** 2)) > 0.01 * mean)
+
+
 def audio_samples(duration: float, sample_rate: int) -> int:
     """How many samples audio cropped or padded to ``duration`` seconds has: the length
     :func:`decode_audio` and :func:`audio_pieces` give."""
@@ -222,11 +255,12 @@ def decode_audio(path: str | Path, sample_rate: int = 16000, duration: float | N
     """Decode the first audio stream of ``path`` to a (N,) float32 mono waveform at ``sample_rate``.
 
     PyAV decodes and libswresample downmixes and resamples (decord's audio reader corrupts
-    stereo and resamples late). Sample 0 is put at the video stream's start time, the
-    presentation time of its first displayed frame (hidden pre-roll excluded) and so the zero
-    of :func:`frame_timestamps`: audio that starts later is preceded by zeros, audio that
-    starts earlier loses its head. With ``duration`` (seconds, usually :func:`video_duration`)
-    the result is cropped or zero-padded to ``round(duration * sample_rate)`` samples.
+    stereo and resamples late). Sample 0 is put at the presentation time of the video's first
+    displayed frame (:attr:`FrameIndex.start`, hidden pre-roll excluded) and so at the zero of
+    :func:`frame_timestamps`: audio that starts later is preceded by zeros, audio that starts
+    earlier loses its head; in a file without a video stream sample 0 is at the container's
+    time 0. With ``duration`` (seconds, usually :func:`video_duration`) the result is cropped or
+    zero-padded to ``round(duration * sample_rate)`` samples.
     Returns None when the file has no audio stream; raises :class:`MediaError` naming the file
     when it cannot be opened or decoded. The whole waveform at once: :func:`audio_pieces`
     gives the same samples piece by piece.
@@ -266,11 +300,9 @@ def _aligned_pieces(path: Path, container, sample_rate: int, target: int | None,
 
     try:
         with container:
-            video_start = 0.0
-            if container.streams.video:
-                video = container.streams.video[0]
-                if video.start_time is not None and video.time_base is not None:
-                    video_start = float(video.start_time * video.time_base)
+            # The zero of the frame times, from the same packets by the same rule: the stream's
+            # start_time is the demuxer's own estimate, which need not be a displayed frame.
+            video_start = frame_index(path).start if container.streams.video else 0.0
             decoded = _resampled(container.decode(container.streams.audio[0]), sample_rate)
             # The shift onto the video clock comes from the first decoded frame that has a time;
             # samples decoded before it wait (in practice the very first frame has one).

@@ -3,8 +3,8 @@
 Accepted: every edition's task folder names (``EXPR_Recognition_Challenge``,
 ``EXPR_Classification_Challenge``, ``EXPR_Set``, ...), split folders ``Train_Set``/``Training_Set``
 and ``Validation_Set``, an ``annotations`` or ``ABAW Annotations`` folder, raw videos under
-``videos/`` or ``batch*/``, and test templates in any folder whose name mentions examples or
-templates.
+``videos/`` or ``batch*/`` in any container the decoder reads (:mod:`features.containers`), and
+test templates in any folder whose name mentions examples or templates.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 from abaw.data.annotations import os_error, parse_annotation, parse_template, read_lines
 from abaw.data.records import DataError, Problem, Track
 from abaw.tasks import Task
+from features.containers import is_video_container, video_file_verdict
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
 SPLIT_FOLDERS = {"train_set": "train", "training_set": "train", "validation_set": "validation"}
 _SIDE = re.compile(r"_(left|right)$")
 # A part number after a resolution (122-60-1920x1080-3), or the M of videoN_M.
@@ -119,10 +119,25 @@ def _index_videos(folder: Path, layout: AffWild2Layout) -> None:
 
 
 def index_videos(folder: Path, videos: dict[str, Path], problems: list[Problem]) -> None:
-    """Add every video file under ``folder`` (any depth) to ``videos`` by its stem; a second
-    file of the same stem is a warning (the first is kept), an unreadable folder or a folder
-    named like a video an error, both appended to ``problems``. Shared by every reader of raw
-    videos (Aff-Wild2's ``batch*/``, EMI's ``raw/``, BAH's ``Videos/``)."""
+    """Add every video file under ``folder`` (any depth, :func:`video_files`) to ``videos`` by
+    its stem; a second file of the same stem is a warning (the first is kept). Findings are
+    appended to ``problems``. Shared by every reader of raw videos (Aff-Wild2's ``batch*/``,
+    EMI's ``raw/``, BAH's ``Videos/``, DVD's ``videos/``)."""
+    for path in video_files(folder, problems):
+        if path.stem in videos:
+            problems.append(Problem(path, f"duplicate of video {videos[path.stem]}; using the first",
+                                    severity="warning"))
+            continue
+        videos[path.stem] = path
+
+
+def video_files(folder: Path, problems: list[Problem]) -> list[Path]:
+    """The video files under ``folder`` (any depth), sorted: known video containers, and other
+    files the decoder opens as a video of more than one frame
+    (:func:`features.containers.video_file_verdict`). Appended to ``problems``: a warning for
+    each file taken on such a look inside and for each skipped file that might have been a
+    video (with the reason), an error for an unreadable folder or a folder named like a video.
+    ``cropped_aligned`` folders are not searched: their JPEG crops are no videos."""
     found: list[Path] = []
 
     def unreadable(error: OSError) -> None:
@@ -130,15 +145,18 @@ def index_videos(folder: Path, videos: dict[str, Path], problems: list[Problem])
         problems.append(os_error(Path(error.filename), error, "folder").problem)
 
     for parent, folders, files in os.walk(folder, onerror=unreadable):
-        found += [Path(parent, name) for name in files if Path(name).suffix.lower() in VIDEO_EXTENSIONS]
         problems.extend(Problem(Path(parent, name), "a folder where a video file should be")
-                        for name in folders if Path(name).suffix.lower() in VIDEO_EXTENSIONS)
-    for path in sorted(found):
-        if path.stem in videos:
-            problems.append(Problem(path, f"duplicate of video {videos[path.stem]}; using the first",
-                                    severity="warning"))
-            continue
-        videos[path.stem] = path
+                        for name in folders if is_video_container(name))
+        # A JPEG crop opens as a one-frame video: crop folders are never searched.
+        folders[:] = [name for name in folders if name.lower() != "cropped_aligned"]
+        for name in files:
+            path = Path(parent, name)
+            is_video, note = video_file_verdict(path)
+            if is_video:
+                found.append(path)
+            if note is not None:
+                problems.append(Problem(path, note, severity="warning"))
+    return sorted(found)
 
 
 def _index_templates(folder: Path, layout: AffWild2Layout) -> None:

@@ -2,7 +2,8 @@
 
 Layout: ``{Training,Validation}/videos/<id>.mp4`` with ``{Training,Validation}/annotations/<id>.csv``
 (columns frame, label), and ``Test/videos/<id>.mp4`` with one template CSV per video anywhere
-else under ``Test/``. The root may be the ``DVD`` folder itself or its parent.
+else under ``Test/``; a video may be in any container the decoder reads
+(:mod:`features.containers`). The root may be the ``DVD`` folder itself or its parent.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw.data.affwild2 import VIDEO_EXTENSIONS
+from abaw.data.affwild2 import index_videos
 from abaw.data.annotations import parse_frame_csv
 from abaw.data.records import DataError, Problem, Track
 from abaw.tasks import VD
@@ -61,9 +62,7 @@ def load_tracks(
         split = SPLIT_FOLDERS.get(split_dir.name.lower())
         if split is None or split not in splits:
             continue
-        videos = {
-            p.stem: p for p in sorted((split_dir / "videos").glob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS
-        }
+        videos = _videos(split_dir / "videos", problems)
         csvs = sorted(p for p in split_dir.rglob("*.csv") if "videos" not in p.relative_to(split_dir).parts)
         for path in csvs:
             try:
@@ -87,3 +86,20 @@ def load_tracks(
             for stem in sorted(set(videos) - {p.stem for p in csvs}):
                 problems.append(Problem(videos[stem], "video has no annotation or template CSV", severity="warning"))
     return tracks
+
+
+def _videos(folder: Path, problems: list[Problem] | None) -> dict[str, Path]:
+    """The videos of a split's ``videos`` folder by stem (none when it is absent); what
+    :func:`abaw.data.affwild2.index_videos` finds is recorded in ``problems``, or, without
+    them, an error is raised."""
+    videos: dict[str, Path] = {}
+    if not folder.is_dir():
+        return videos
+    found: list[Problem] = []
+    index_videos(folder, videos, found)
+    for problem in found:
+        if problems is not None:
+            problems.append(problem)
+        elif problem.severity == "error":
+            raise DataError(problem.path, problem.message, problem.line)
+    return videos

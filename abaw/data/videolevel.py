@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw.data.affwild2 import VIDEO_EXTENSIONS, _child_dirs, index_videos
+from abaw.data.affwild2 import _child_dirs, index_videos
 from abaw.data.records import DataError, Problem, VideoTrack
+from features.containers import is_video_container
 
 
 def find_dataset_root(root: str | Path, is_root: Callable[[Path], bool], expected: str) -> Path:
@@ -98,7 +99,7 @@ def video_stem(name: str, numeric: bool = False) -> str:
     (folders dropped) without a video extension; with ``numeric`` (EMI's integer ids) leading
     zeros dropped too, so that ``00042.mp4``, ``42`` and ``raw/42.mp4`` name one video."""
     base = Path(str(name).strip()).name
-    if Path(base).suffix.lower() in VIDEO_EXTENSIONS:
+    if is_video_container(base):
         base = Path(base).stem
     if numeric and base.isdigit():
         return base.lstrip("0") or "0"
