@@ -32,8 +32,21 @@ def _sample_data(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from abaw.inspection import main_inspect
 
+    if (args.root is None) == (args.config is None):
+        raise ConfigError("abaw inspect takes a dataset root or --config CONFIG (its data.root), not both")
     tasks = [get_task(name) for name in args.task] if args.task else None
-    return main_inspect(args.root, probe_videos=not args.skip_videos, tasks=tasks)
+    if args.config is None:
+        return main_inspect(args.root, probe_videos=not args.skip_videos, tasks=tasks)
+    from abaw.config import load_config
+    from abaw.extraction import configured_faces
+
+    config = load_config(args.config)
+    print(f"inspecting {config.data.root} (data.root of {args.config}); Aff-Wild2 faces from "
+          f"{', '.join(sorted(configured_faces(config, 'affwild2')))}", file=sys.stderr)
+    if tasks is None and config.tasks:
+        tasks = [get_task(name) for name in config.tasks]
+    return main_inspect(config.data.root, probe_videos=not args.skip_videos, tasks=tasks,
+                        faces=configured_faces(config, "affwild2"))
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -102,9 +115,16 @@ def _cv(args: argparse.Namespace) -> int:
     from abaw.videocv import run_video_cv
 
     config = load_config(args.config, list(args.overrides))
+    task = get_task(config.train.task)
+    if task.dataset == "affwild2" and is_main_process():  # said now, not after the folds have trained
+        from abaw.data import affwild2
+
+        missing = affwild2.missing_template(affwild2.find_layout(config.data.root), task)
+        if missing is not None:
+            print(f"abaw: warning: {missing}; abaw predict needs it for the test set", file=sys.stderr)
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     # EMI, A/H: the same protocol, and a report about videos
-    cross_validate = run_video_cv if get_task(config.train.task).level == "video" else run_cv
+    cross_validate = run_video_cv if task.level == "video" else run_cv
     run_dir, summary = cross_validate(config, folds)
     if not is_main_process():
         return 0
@@ -165,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_sample_data)
 
     p = commands.add_parser("inspect", help="validate a dataset root and summarise it")
-    p.add_argument("root", help="dataset root: the Aff-Wild2 and/or DVD folder, or the folder holding them")
+    p.add_argument("root", nargs="?", help="dataset root: the Aff-Wild2 and/or DVD folder, or the folder holding them")
+    p.add_argument("--config", default=None,
+                   help="read the root from this config's data.root (and its tasks), and judge the faces against "
+                        "its extract.faces (no missing-crops warning when faces are detected)")
     p.add_argument("--task", action="append", choices=sorted(TASKS),
                    help="inspect only this task (repeatable; default: every task, absent ones reported)")
     p.add_argument("--skip-videos", action="store_true", help="do not open raw videos (no fps column)")

@@ -82,7 +82,8 @@ def jobs_for(config: Config, dataset: str, problems: list[Problem] | None = None
     jobs = [_job(folder, track_id, rows, track.video_path, track.crop_dir, faces, found, _transcript_input(track))
             for track_id, (rows, track) in sorted(dataset_tracks(config, dataset).items())]
     if problems is not None and faces == "crops":
-        problems.extend(uncropped_warnings(affwild2.find_layout(root), {job.id for job in jobs if job.faces == "none"}))
+        problems.extend(uncropped_warnings(affwild2.find_layout(root), {job.id for job in jobs if job.faces == "none"},
+                                           {"crops"}))
     return jobs
 
 
@@ -230,6 +231,15 @@ def face_source(config: Config, dataset: str, label: str | None = None) -> str:
         raise ConfigError(f"face source {faces!r} for {dataset}"
                           f"{f' (extract.features.{label})' if label else ''}: choose one of {', '.join(FACE_SOURCES)}")
     return faces
+
+
+def configured_faces(config: Config, dataset: str) -> set[str]:
+    """The face sources the visual features of ``config`` take ``dataset``'s pixels from (each
+    feature's own ``faces``, else ``extract.faces``); the dataset's alone when no visual
+    feature is configured."""
+    labels = [label for label in config.extract.features
+              if config.extract.extracts(label, dataset) and feature_spec(config, label).modality == "visual"]
+    return {face_source(config, dataset, label) for label in labels} or {face_source(config, dataset)}
 
 
 def pick_device(accelerator: str) -> torch.device:
