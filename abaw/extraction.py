@@ -23,8 +23,8 @@ from abaw.data.records import Problem
 from abaw.faces import FaceFinder, FaceTrack, face_store, faces_hash, fill_face_store, read_faces
 from abaw.inspection import uncropped_warnings
 from abaw.tasks import AFFWILD2_TASKS, VD, dataset_tasks
-from features.extract import (FACE_SOURCES, Job, Outcome, accounting_table, extract_audio, extract_text,
-                              extract_visual)
+from features.extract import (FACE_SOURCES, Job, Outcome, accounting_table, audio_states, extract_audio,
+                              extract_text, extract_visual)
 from features.faces import DetectorSpec
 from features.media import MediaError, frame_index
 from features.specs import create_extractor, make_spec
@@ -398,8 +398,11 @@ def run_extract(config: Config, log: Log | None = None) -> int:
         dataset = key.split("/")[0]
         if dataset not in shown:  # decoded frames and rows are the same for every stream of a dataset
             shown.add(dataset)
+            # The audio column comes from the dataset's audio streams (their records know it).
+            audio = {track: state for other_key, (other, _) in results.items() if other_key.split("/")[0] == dataset
+                     for track, state in audio_states(other).items()}
             print(f"\n{dataset}: frame accounting ({store.folder})")
-            print(accounting_table(store))
+            print(accounting_table(store, audio=audio or None))
     errors = [(key, track, error) for key, tracks in failed.items() for track, error in tracks.items()]
     for key, track, error in errors:
         print(f"abaw: error: {key}: track {track} failed: {error}", file=sys.stderr)
