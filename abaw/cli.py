@@ -61,7 +61,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _folds(args: argparse.Namespace) -> int:
-    from abaw.folds import ensure_folds, fold_distributions
+    from abaw.folds import absent_from_training, absent_lines, distribution_names, ensure_folds, fold_distributions
 
     task = get_task(args.task)
     folds, tracks = ensure_folds(args.root, task.dataset, args.out, k=args.k, seed=args.seed, rebuild=args.rebuild)
@@ -72,12 +72,19 @@ def _folds(args: argparse.Namespace) -> int:
     print(f"{task.name.upper()} folds (k={folds.k}, seed={folds.seed}) saved in {args.out}")
     grouped = "participants with several videos" if task.dataset == "bah" else "sources cut into several videos"
     print(f"{grouped}, each kept in one fold: {len(folds.merged_sources)}")
-    print("fold  tracks  L2-to-pooled  distribution")
+    names = distribution_names(task)
+    widths = [max(5, len(name)) for name in names]
+
+    def row(values) -> str:
+        return " ".join(f"{v:>{w}.3f}" for v, w in zip(values, widths))
+
+    print(f"fold  tracks  L2-to-pooled  {' '.join(f'{n:>{w}}' for n, w in zip(names, widths))}")
     for fold in range(folds.k):
-        shown = " ".join(f"{p:.3f}" for p in per_fold[fold])
-        print(f"{fold:>4}  {counts[fold]:>6}  {distance[fold]:>12.4f}  {shown}")
-    print(f"pooled                      {' '.join(f'{p:.3f}' for p in pooled)}")
+        print(f"{fold:>4}  {counts[fold]:>6}  {distance[fold]:>12.4f}  {row(per_fold[fold])}")
+    print(f"pooled                      {row(pooled)}")
     print(f"largest L2 distance to the pooled distribution: {distance.max():.4f}")
+    for line in absent_lines(task, absent_from_training(task, folds, tracks[task])):
+        print(line)
     return 0
 
 
