@@ -168,11 +168,13 @@ def _index_test_files(folder: Path, kind: str, found: dict[str, Path], layout: A
 
 
 def _misplaced_test_files(folder: Path, layout: AffWild2Layout) -> None:
+    # scandir, names first: such a folder may hold many files (frames), none of them read.
     try:
-        entries = [p for p in _listing(folder) if not p.is_dir()]
-    except DataError:
+        with os.scandir(folder) as entries:
+            files = [Path(e.path) for e in entries if Path(e.name).suffix.lower() in testfiles.SUFFIXES and e.is_file()]
+    except OSError:
         return  # nothing is read from this folder: what it holds is only looked at for advice
-    testfiles.misplaced(entries, layout.unrecognised, layout.problems)
+    testfiles.misplaced(sorted(files), layout.unrecognised, layout.problems)
 
 
 def video_name(track_id: str, videos: dict[str, Path]) -> str:
