@@ -32,8 +32,21 @@ def _sample_data(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from abaw.inspection import main_inspect
 
+    if (args.root is None) == (args.config is None):
+        raise ConfigError("abaw inspect takes a dataset root or --config CONFIG (its data.root), not both")
     tasks = [get_task(name) for name in args.task] if args.task else None
-    return main_inspect(args.root, probe_videos=not args.skip_videos, tasks=tasks)
+    if args.config is None:
+        return main_inspect(args.root, probe_videos=not args.skip_videos, tasks=tasks)
+    from abaw.config import load_config
+    from abaw.extraction import configured_faces
+
+    config = load_config(args.config)
+    print(f"inspecting {config.data.root} (data.root of {args.config}); Aff-Wild2 faces from "
+          f"{', '.join(sorted(configured_faces(config, 'affwild2')))}", file=sys.stderr)
+    if tasks is None and config.tasks:
+        tasks = [get_task(name) for name in config.tasks]
+    return main_inspect(config.data.root, probe_videos=not args.skip_videos, tasks=tasks,
+                        faces=configured_faces(config, "affwild2"))
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -48,7 +61,7 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _folds(args: argparse.Namespace) -> int:
-    from abaw.folds import ensure_folds, fold_distributions
+    from abaw.folds import absent_from_training, absent_lines, distribution_names, ensure_folds, fold_distributions
 
     task = get_task(args.task)
     folds, tracks = ensure_folds(args.root, task.dataset, args.out, k=args.k, seed=args.seed, rebuild=args.rebuild)
@@ -59,12 +72,19 @@ def _folds(args: argparse.Namespace) -> int:
     print(f"{task.name.upper()} folds (k={folds.k}, seed={folds.seed}) saved in {args.out}")
     grouped = "participants with several videos" if task.dataset == "bah" else "sources cut into several videos"
     print(f"{grouped}, each kept in one fold: {len(folds.merged_sources)}")
-    print("fold  tracks  L2-to-pooled  distribution")
+    names = distribution_names(task)
+    widths = [max(5, len(name)) for name in names]
+
+    def row(values) -> str:
+        return " ".join(f"{v:>{w}.3f}" for v, w in zip(values, widths))
+
+    print(f"fold  tracks  L2-to-pooled  {' '.join(f'{n:>{w}}' for n, w in zip(names, widths))}")
     for fold in range(folds.k):
-        shown = " ".join(f"{p:.3f}" for p in per_fold[fold])
-        print(f"{fold:>4}  {counts[fold]:>6}  {distance[fold]:>12.4f}  {shown}")
-    print(f"pooled                      {' '.join(f'{p:.3f}' for p in pooled)}")
+        print(f"{fold:>4}  {counts[fold]:>6}  {distance[fold]:>12.4f}  {row(per_fold[fold])}")
+    print(f"pooled                      {row(pooled)}")
     print(f"largest L2 distance to the pooled distribution: {distance.max():.4f}")
+    for line in absent_lines(task, absent_from_training(task, folds, tracks[task])):
+        print(line)
     return 0
 
 
@@ -102,9 +122,16 @@ def _cv(args: argparse.Namespace) -> int:
     from abaw.videocv import run_video_cv
 
     config = load_config(args.config, list(args.overrides))
+    task = get_task(config.train.task)
+    if task.dataset == "affwild2" and is_main_process():  # said now, not after the folds have trained
+        from abaw.data import affwild2
+
+        missing = affwild2.missing_template(affwild2.find_layout(config.data.root), task)
+        if missing is not None:
+            print(f"abaw: warning: {missing}; abaw predict needs it for the test set", file=sys.stderr)
     folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     # EMI, A/H: the same protocol, and a report about videos
-    cross_validate = run_video_cv if get_task(config.train.task).level == "video" else run_cv
+    cross_validate = run_video_cv if task.level == "video" else run_cv
     run_dir, summary = cross_validate(config, folds)
     if not is_main_process():
         return 0
@@ -165,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_sample_data)
 
     p = commands.add_parser("inspect", help="validate a dataset root and summarise it")
-    p.add_argument("root", help="dataset root: the Aff-Wild2 and/or DVD folder, or the folder holding them")
+    p.add_argument("root", nargs="?", help="dataset root: the Aff-Wild2 and/or DVD folder, or the folder holding them")
+    p.add_argument("--config", default=None,
+                   help="read the root from this config's data.root (and its tasks), and judge the faces against "
+                        "its extract.faces (no missing-crops warning when faces are detected)")
     p.add_argument("--task", action="append", choices=sorted(TASKS),
                    help="inspect only this task (repeatable; default: every task, absent ones reported)")
     p.add_argument("--skip-videos", action="store_true", help="do not open raw videos (no fps column)")

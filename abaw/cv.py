@@ -27,7 +27,7 @@ import torch
 from abaw.config import Config, ConfigError, is_main_process
 from abaw.data import resolve_tasks
 from abaw.data.records import DataError, Track
-from abaw.folds import ensure_folds
+from abaw.folds import absent_from_training, absent_lines, ensure_folds
 from abaw.metrics import score
 from abaw.personalise import (METHODS, LinearView, SourceBank, build_source, param_grid, personalise_views,
                               views_of_rows)
@@ -158,6 +158,11 @@ def summarise(config: Config, cv: CVDir, log=None, features: str | None = None) 
                                   for t in held_out])
     summary, pooled, final = nested_postprocess(task, per_fold, config.cv.search)
     summary["primary"] = config.cv.primary
+    # A class a fold's model never saw scores 0 there: said with the scores, not left to be guessed.
+    absent = absent_from_training(task, folds, tracks[task])
+    summary["absent_from_training"] = {str(k): names for k, names in absent.items()}
+    for line in absent_lines(task, absent):
+        log(line)
     if personalised(task) and config.cv.personalise:  # EXPR, A/H
         scored = score_personalisation(config, task, checkpoints, folds, tracks[task], log)
         if scored is not None:

@@ -23,8 +23,8 @@ from abaw.data.records import Problem
 from abaw.faces import FaceFinder, FaceTrack, face_store, faces_hash, fill_face_store, read_faces
 from abaw.inspection import uncropped_warnings
 from abaw.tasks import AFFWILD2_TASKS, VD, dataset_tasks
-from features.extract import (FACE_SOURCES, Job, Outcome, accounting_table, extract_audio, extract_text,
-                              extract_visual)
+from features.extract import (FACE_SOURCES, Job, Outcome, accounting_table, audio_states, extract_audio,
+                              extract_text, extract_visual)
 from features.faces import DetectorSpec
 from features.media import MediaError, frame_index
 from features.specs import create_extractor, make_spec
@@ -82,7 +82,8 @@ def jobs_for(config: Config, dataset: str, problems: list[Problem] | None = None
     jobs = [_job(folder, track_id, rows, track.video_path, track.crop_dir, faces, found, _transcript_input(track))
             for track_id, (rows, track) in sorted(dataset_tracks(config, dataset).items())]
     if problems is not None and faces == "crops":
-        problems.extend(uncropped_warnings(affwild2.find_layout(root), {job.id for job in jobs if job.faces == "none"}))
+        problems.extend(uncropped_warnings(affwild2.find_layout(root), {job.id for job in jobs if job.faces == "none"},
+                                           {"crops"}))
     return jobs
 
 
@@ -230,6 +231,15 @@ def face_source(config: Config, dataset: str, label: str | None = None) -> str:
         raise ConfigError(f"face source {faces!r} for {dataset}"
                           f"{f' (extract.features.{label})' if label else ''}: choose one of {', '.join(FACE_SOURCES)}")
     return faces
+
+
+def configured_faces(config: Config, dataset: str) -> set[str]:
+    """The face sources the visual features of ``config`` take ``dataset``'s pixels from (each
+    feature's own ``faces``, else ``extract.faces``); the dataset's alone when no visual
+    feature is configured."""
+    labels = [label for label in config.extract.features
+              if config.extract.extracts(label, dataset) and feature_spec(config, label).modality == "visual"]
+    return {face_source(config, dataset, label) for label in labels} or {face_source(config, dataset)}
 
 
 def pick_device(accelerator: str) -> torch.device:
@@ -388,8 +398,11 @@ def run_extract(config: Config, log: Log | None = None) -> int:
         dataset = key.split("/")[0]
         if dataset not in shown:  # decoded frames and rows are the same for every stream of a dataset
             shown.add(dataset)
+            # The audio column comes from the dataset's audio streams (their records know it).
+            audio = {track: state for other_key, (other, _) in results.items() if other_key.split("/")[0] == dataset
+                     for track, state in audio_states(other).items()}
             print(f"\n{dataset}: frame accounting ({store.folder})")
-            print(accounting_table(store))
+            print(accounting_table(store, audio=audio or None))
     errors = [(key, track, error) for key, tracks in failed.items() for track, error in tracks.items()]
     for key, track, error in errors:
         print(f"abaw: error: {key}: track {track} failed: {error}", file=sys.stderr)

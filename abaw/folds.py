@@ -182,6 +182,58 @@ def fold_distributions(task: Task, tracks: list[Track], folds: Folds) -> tuple[n
     return per_fold, pooled, np.linalg.norm(per_fold - pooled, axis=1)
 
 
+def distribution_names(task: Task) -> list[str]:
+    """The name of each entry of :func:`label_counts`: the class names (EXPR), ``<label>=0`` and
+    ``<label>=1`` (VD, A/H), the AU names, or each quarter of a dimension's range
+    (``valence[-1,-0.5)``; EMI's names with ``_`` for spaces)."""
+    if task.kind == "multiclass":
+        return list(task.labels)
+    if task.kind == "binary":
+        return [f"{task.labels[0]}=0", f"{task.labels[0]}=1"]
+    if task.kind == "regression":
+        edges = np.linspace(*task.value_range, VALUE_BINS + 1)
+        return [f"{name.replace(' ', '_')}[{lo:g},{hi:g}{']' if i == VALUE_BINS - 1 else ')'}"
+                for name in task.labels for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:]))]
+    return list(task.labels)
+
+
+def absent_from_training(task: Task, folds: Folds, tracks: list[Track]) -> dict[int, list[str]]:
+    """``{fold: names}`` of the classes of each fold's held-out tracks that never occur in its
+    training part (the other folds): its model cannot learn them, and its score counts them
+    as missed. Classes of EXPR, ``<label>=0``/``=1`` of VD and A/H, AUs with a held-out
+    positive and no training positive; nothing for regression tasks (VA, EMI). Folds with
+    nothing absent are left out. Test tracks are ignored."""
+    if task.kind == "regression":
+        return {}
+    counts = None
+    for track in tracks:
+        if track.split == "test":
+            continue
+        c, _ = label_counts(task, track)
+        if counts is None:
+            counts = np.zeros((folds.k, len(c)))
+        counts[folds.fold_of(track)] += c
+    if counts is None:
+        return {}
+    names = distribution_names(task)
+    absent = {}
+    for fold in range(folds.k):
+        training = counts.sum(axis=0) - counts[fold]
+        missing = [names[i] for i in range(len(names)) if counts[fold, i] > 0 and training[i] == 0]
+        if missing:
+            absent[fold] = missing
+    return absent
+
+
+def absent_lines(task: Task, absent: dict[int, list[str]]) -> list[str]:
+    """One warning line per fold of :func:`absent_from_training` (keys may be JSON strings)."""
+    what = "positives" if task.kind == "multilabel" else "frames" if task.level == "frame" else "videos"
+    return [f"warning: {task.name.upper()} fold {fold}: {', '.join(names)} occur(s) in its held-out {what} but "
+            "never in its training part (the other folds): its model cannot learn them, and its score for them is "
+            "0 (a class needs tracks of at least two sources, one to train on and one to hold out)"
+            for fold, names in sorted(absent.items(), key=lambda item: int(item[0]))]
+
+
 def ensure_folds(
     root: str | Path, dataset: str, path: str | Path, k: int = 5, seed: int = 0, rebuild: bool = False
 ) -> tuple[Folds, dict[Task, list[Track]]]:

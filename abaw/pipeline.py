@@ -21,7 +21,7 @@ from abaw.config import Config, is_main_process, load_config, make_run_dir
 from abaw.cv import run_cv
 from abaw.data import frame_level, resolve_tasks
 from abaw.data.records import DataError
-from abaw.extraction import run_extract
+from abaw.extraction import configured_faces, run_extract
 from abaw.folds import ensure_folds
 from abaw.inspection import format_report, inspect_root
 from abaw.metrics import score
@@ -100,7 +100,9 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
     tasks = resolve_tasks(root, config.tasks)
     if main:  # a report: rank 0's is the run's (Lightning's launcher starts the others after it)
         log(f"[2/5] inspecting the dataset (tasks: {', '.join(t.name for t in tasks)})")
-        stats, problems = inspect_root(root, log=log, tasks=tasks)
+        # Judged as this run extracts, and a task it will predict must have its test template.
+        stats, problems = inspect_root(root, log=log, tasks=tasks, faces=configured_faces(config, "affwild2"),
+                                       need_templates=True)
         (run_dir / "inspect.txt").write_text(format_report(stats, problems) + "\n")
         if any(p.severity == "error" for p in problems):
             print(format_report(stats, problems))

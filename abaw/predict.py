@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from abaw.cv import fold_views, personalised_predictions, track_output
-from abaw.data import load_tracks
+from abaw.data import affwild2, load_tracks
 from abaw.data.records import DataError
 from abaw.folds import ensure_folds
 from abaw.personalise import METHODS
@@ -90,6 +90,16 @@ def chosen_personalisation(summary: dict | None, log, where: Path | None = None)
     return method, dict(result["params"])
 
 
+def _no_tracks(root: str | Path, task: Task, split: str) -> str:
+    """Why ``split`` has no tracks of ``task``: for an Aff-Wild2 test set without a template,
+    where the template was looked for and under which names."""
+    if split == "test" and task.dataset == "affwild2":
+        missing = affwild2.missing_template(affwild2.find_layout(root), task)
+        if missing is not None:
+            return missing
+    return f"no {split} tracks for {task.name.upper()}"
+
+
 def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
     """Average the fold models over ``split``'s tracks, apply ``postprocess.json`` and save
     ``predictions-<split>.npz`` (per track: averaged arrays and the decided ``values``).
@@ -105,7 +115,7 @@ def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
     split = split_name(split)
     tracks = load_tracks(config.data.root, task, splits=(split,))
     if not tracks:
-        raise DataError(Path(config.data.root), f"no {split} tracks for {task.name.upper()}")
+        raise DataError(Path(config.data.root), _no_tracks(config.data.root, task, split))
     warn_in_sample(split, log)
     # Every fold trained under the configuration the directory holds and from the features the
     # cache holds now (as abaw cv checks them), or a refusal naming them.

@@ -114,6 +114,15 @@ def personalisation_lines(entry: dict | None) -> list[str]:
     return lines + [""]
 
 
+def absent_section(task: Task, absent: dict[str, list[str]] | None) -> list[str]:
+    """The report's warning of classes a fold's held-out part has and its training part lacks
+    (``abaw.folds.absent_from_training``), by fold; nothing when there are none."""
+    if not absent:
+        return []
+    return ["", "**Classes absent from a fold's training part** (its model never saw them; its score for them is 0):",
+            ""] + [f"- fold {k}: {', '.join(names)}" for k, names in sorted(absent.items(), key=lambda i: int(i[0]))]
+
+
 def write_report(task: Task, run_dir: Path, summary: dict, pooled: dict, per_fold: dict) -> Path:
     """Write the plots and ``report.md`` into ``run_dir``; return the report's path."""
     images = [fold_bars(summary, run_dir / "fold_scores.png"), part_bars(task, summary, run_dir / "parts.png")]
@@ -134,6 +143,7 @@ def write_report(task: Task, run_dir: Path, summary: dict, pooled: dict, per_fol
     cells = [f"{summary['sources'][n]['mean']:.4f} ± {summary['sources'][n]['std']:.4f}" for n in sources]
     lines.append("| mean ± std | " + " | ".join(cells + [f"{summary['post']['mean']:.4f} ± "
                                                           f"{summary['post']['std']:.4f}"]) + " |")
+    lines += absent_section(task, summary.get("absent_from_training"))
     lines += ["", "Each source column is that source's argmax (or threshold 0.5), no post-processing. "
               "Post-processed: the primary source, with the fallback between sources where configured, "
               "filled, smoothed and decided."]

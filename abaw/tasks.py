@@ -47,7 +47,11 @@ class Task:
         invalid: the code that marks a value as not annotated (None if the task has none).
         annotation_dirs: task folder names under ``annotations/`` across editions.
         test_list: file name of the test-track list in ``names_of_videos_in_each_test_set/``.
-        template_key: the word that names this task in the test-template file names.
+        template_key: the short name that keys this task's test list and template.
+        file_words: the words (any case, between ``_``, ``-``, ``.`` or spaces) that name this task
+            in the file names of its test list and template, across editions
+            (``Expression_Recognition_Challenge_test_set_release.txt``,
+            ``CVPR_6th_ABAW_Expr_test_set_example.txt``, ``expr_test_template.txt``).
         value_range: inclusive range of a valid label value.
         metric: the official metric (see :data:`Metric`).
         level: ``frame`` (one label row per frame) or ``video`` (one label row per video).
@@ -61,6 +65,7 @@ class Task:
     annotation_dirs: tuple[str, ...] = ()
     test_list: str = ""
     template_key: str = ""
+    file_words: tuple[str, ...] = ()
     value_range: tuple[float, float] = (0.0, 1.0)
     metric: Metric = "macro_f1"
     level: Level = "frame"
@@ -101,6 +106,7 @@ EXPR = Task(
     ),
     test_list="Expression_Recognition_Challenge_test_set_release.txt",
     template_key="expr",
+    file_words=("expr", "expression", "expressions"),
     value_range=(0, len(EXPR_CLASSES) - 1),
 )
 VA = Task(
@@ -112,6 +118,7 @@ VA = Task(
     annotation_dirs=("VA_Estimation_Challenge", "VA_Set"),
     test_list="Valence_Arousal_Estimation_Challenge_test_set_release.txt",
     template_key="va",
+    file_words=("va", "valence", "arousal"),
     value_range=(-1.0, 1.0),
     metric="ccc",
 )
@@ -124,6 +131,7 @@ AU = Task(
     annotation_dirs=("AU_Detection_Challenge", "AU_Set"),
     test_list="Action_Unit_Detection_Challenge_test_set_release.txt",
     template_key="au",
+    file_words=("au", "aus", "action"),
     value_range=(0, 1),
     metric="f1",
 )

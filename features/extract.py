@@ -411,28 +411,48 @@ class _Peak:
             yield piece
 
 
-def accounting_table(store: FeatureStore, limit: int = 10) -> str:
+def audio_states(store: FeatureStore) -> dict[str, str]:
+    """``{track: none | silent | sound}``: the audio each track of an audio stream's ``store``
+    had (no audio stream, all-zero samples, or sound); empty for a store of another modality."""
+    records = (store.record(t) for t in store.tracks())
+    return {r["track"]: r["accounting"]["audio"] for r in records if r is not None and "audio" in r["accounting"]}
+
+
+SOUNDLESS = ("none", "silent")  # audio states whose audio rows are all invalid
+
+
+def accounting_table(store: FeatureStore, limit: int = 10, audio: dict[str, str] | None = None) -> str:
     """Frame accounting of a store's tracks: the tracks whose decoded frame count differs from
-    their rows, have frames without a face, or a variable frame rate, then a summary line that
-    also counts the face source each track used."""
-    lines = [f"{'track':<28} {'decoded':>8} {'rows':>7} {'padded':>7} {'clipped':>8} {'no face':>8} {'vfr':>4}  faces"]
+    their rows, have frames without a face, a variable frame rate, or no audio (``audio``:
+    :func:`audio_states` of the dataset's audio stream; by default the store's own records'),
+    then a summary line that also counts the face source each track used and the tracks with
+    no audio stream or silent audio."""
+    lines = [f"{'track':<28} {'decoded':>8} {'rows':>7} {'padded':>7} {'clipped':>8} {'no face':>8} {'vfr':>4} "
+             f"{'audio':>6}  faces"]
     shown = mismatched = 0
     records = [store.record(t) for t in store.tracks()]
     sources: dict[str, int] = {}
+    soundless = dict.fromkeys(SOUNDLESS, 0)
     for record in records:
         a = record["accounting"]
         source = a.get("face_source", "-")
         sources[source] = sources.get(source, 0) + 1
-        odd = a.get("rows_padded") or a.get("rows_clipped") or a.get("rows_without_face") or a.get("variable_frame_rate")
+        sound = audio.get(record["track"]) if audio is not None else a.get("audio")
+        if sound in SOUNDLESS:
+            soundless[sound] += 1
+        odd = (a.get("rows_padded") or a.get("rows_clipped") or a.get("rows_without_face")
+               or a.get("variable_frame_rate") or sound in SOUNDLESS)
         mismatched += bool(a.get("rows_padded") or a.get("rows_clipped"))
         if odd and shown < limit:
             shown += 1
             lines.append(f"{record['track']:<28} {a.get('decoded_frames')!s:>8} {a['annotation_rows']:>7} "
                          f"{a.get('rows_padded')!s:>7} {a.get('rows_clipped')!s:>8} "
-                         f"{a.get('rows_without_face', '-')!s:>8} {'yes' if a.get('variable_frame_rate') else '':>4}"
-                         f"  {source}")
+                         f"{a.get('rows_without_face', '-')!s:>8} {'yes' if a.get('variable_frame_rate') else '':>4} "
+                         f"{sound if sound in SOUNDLESS else '' if sound else '-':>6}  {source}")
     faces = ", ".join(f"{name} {count}" for name, count in sorted(sources.items()))
+    quiet = (f"; {soundless['none']} without an audio stream, {soundless['silent']} with silent audio (their audio "
+             "rows are invalid)" if any(soundless.values()) else "")
     lines.append(f"{len(records)} tracks (face source: {faces}); {mismatched} with decoded frames != annotation rows "
-                 "(padded or clipped)" + (f"; first {limit} unusual tracks shown, all in manifest.json"
-                                          if shown == limit else ""))
+                 f"(padded or clipped){quiet}" + (f"; first {limit} unusual tracks shown, all in manifest.json"
+                                                  if shown == limit else ""))
     return "\n".join(lines)

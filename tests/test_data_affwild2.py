@@ -164,7 +164,8 @@ def test_crop_mask_of_absent_folder_is_all_false(tmp_path):
 
 
 def test_inspect_reports_videos_that_do_not_open(affwild2_root):
-    _, problems = inspect_root(affwild2_root, probe_videos=True)
+    # EXPR alone: its tracks use every video, and VA and AU have no template here (warned of).
+    _, problems = inspect_root(affwild2_root, probe_videos=True, tasks=[EXPR])
     assert sorted(p.path.name for p in problems) == ["10-30-640x360.mp4", "test1.mp4", "test2.mp4",
                                                      "video2.mp4", "video3.mp4"]
     assert all("cannot open video" in p.message for p in problems)

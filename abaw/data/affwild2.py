@@ -3,8 +3,9 @@
 Accepted: every edition's task folder names (``EXPR_Recognition_Challenge``,
 ``EXPR_Classification_Challenge``, ``EXPR_Set``, ...), split folders ``Train_Set``/``Training_Set``
 and ``Validation_Set``, an ``annotations`` or ``ABAW Annotations`` folder, raw videos under
-``videos/`` or ``batch*/`` in any container the decoder reads (:mod:`features.containers`), and
-test templates in any folder whose name mentions examples or templates.
+``videos/`` or ``batch*/`` in any container the decoder reads (:mod:`features.containers`), test
+lists in ``names_of_videos_in_each_test_set/`` and test templates in any folder whose name
+mentions examples or templates, each named for its task (:mod:`abaw.data.testfiles`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from abaw.data import testfiles
 from abaw.data.annotations import os_error, parse_annotation, parse_template, read_lines
 from abaw.data.records import DataError, Problem, Track
 from abaw.tasks import Task
@@ -26,12 +28,17 @@ SPLIT_FOLDERS = {"train_set": "train", "training_set": "train", "validation_set"
 _SIDE = re.compile(r"_(left|right)$")
 # A part number after a resolution (122-60-1920x1080-3), or the M of videoN_M.
 _PART = re.compile(r"(?P<source>.+-\d+x\d+)-\d+|(?P<numbered>video\d+)_\d+")
-_TEMPLATE_TASK = re.compile(r"(?:^|[_\-\s])(expr|va|au)(?:[_\-\s]|$)", re.IGNORECASE)
 
 
 @dataclass
 class AffWild2Layout:
-    """Where each part of an Aff-Wild2 root lives (None when a part is absent)."""
+    """Where each part of an Aff-Wild2 root lives (None when a part is absent).
+
+    ``test_list_files`` and ``templates`` map ``Task.template_key`` to the file read;
+    ``template_dirs`` are the folders templates were looked for in; ``unrecognised`` the
+    ``.txt``/``.csv`` files there or in the lists folder that name no task (or several), and
+    the files named for a task that lie elsewhere (:mod:`abaw.data.testfiles`).
+    """
 
     root: Path
     annotations: Path | None
@@ -40,6 +47,9 @@ class AffWild2Layout:
     videos: dict[str, Path] = field(default_factory=dict)
     templates: dict[str, Path] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    test_list_files: dict[str, Path] = field(default_factory=dict)
+    template_dirs: list[Path] = field(default_factory=list)
+    unrecognised: list[Path] = field(default_factory=list)
 
     def task_dir(self, task: Task) -> Path | None:
         """The annotation folder of ``task`` under any edition's name, or None."""
@@ -103,14 +113,21 @@ def find_layout(root: str | Path) -> AffWild2Layout:
         root=root,
         annotations=_find_annotations(root),
         crops=root / "cropped_aligned" if (root / "cropped_aligned").is_dir() else None,
-        test_lists=next((d for d in _child_dirs(root) if d.name.lower().startswith("names_of_videos")), None),
+        test_lists=next((d for d in _child_dirs(root) if testfiles.is_lists_folder(d.name)), None),
     )
-    for folder in _child_dirs(root):
+    entries = _listing(root)
+    for folder in (p for p in entries if p.is_dir()):
         name = folder.name.lower()
         if name in ("videos", "raw_videos") or name.startswith("batch"):
             _index_videos(folder, layout)
-        elif "example" in name or "template" in name:
-            _index_templates(folder, layout)
+        elif testfiles.is_templates_folder(name):
+            layout.template_dirs.append(folder)
+            _index_test_files(folder, "template", layout.templates, layout)
+        elif folder == layout.test_lists:
+            _index_test_files(folder, "test list", layout.test_list_files, layout)
+        elif folder not in (layout.annotations, layout.crops):
+            _misplaced_test_files(folder, layout)  # a folder no part of the layout is read from
+    testfiles.misplaced([p for p in entries if not p.is_dir()], layout.unrecognised, layout.problems)
     return layout
 
 
@@ -159,17 +176,23 @@ def video_files(folder: Path, problems: list[Problem]) -> list[Path]:
     return sorted(found)
 
 
-def _index_templates(folder: Path, layout: AffWild2Layout) -> None:
+def _index_test_files(folder: Path, kind: str, found: dict[str, Path], layout: AffWild2Layout) -> None:
     try:
         entries = _listing(folder)
     except DataError as e:
         layout.problems.append(e.problem)
         return
-    # A folder named like a template is kept: reading it then reports it with its path.
-    for path in (p for p in entries if p.name.endswith(".txt")):
-        match = _TEMPLATE_TASK.search(path.stem)
-        if match:
-            layout.templates.setdefault(match.group(1).lower(), path)
+    testfiles.sort_files(entries, kind, found, layout.unrecognised, layout.problems)
+
+
+def _misplaced_test_files(folder: Path, layout: AffWild2Layout) -> None:
+    # scandir, names first: such a folder may hold many files (frames), none of them read.
+    try:
+        with os.scandir(folder) as entries:
+            files = [Path(e.path) for e in entries if Path(e.name).suffix.lower() in testfiles.SUFFIXES and e.is_file()]
+    except OSError:
+        return  # nothing is read from this folder: what it holds is only looked at for advice
+    testfiles.misplaced(sorted(files), layout.unrecognised, layout.problems)
 
 
 def video_name(track_id: str, videos: dict[str, Path]) -> str:
@@ -287,6 +310,14 @@ def load_tracks(
     return tracks
 
 
+def missing_template(layout: AffWild2Layout, task: Task) -> str | None:
+    """Why ``task`` has no test template in ``layout`` (where it was looked for, under which
+    names, the candidates not recognised), or None when it has one."""
+    if task.template_key in layout.templates:
+        return None
+    return testfiles.missing_template(task, layout.root, layout.template_dirs, layout.unrecognised)
+
+
 def _test_tracks(layout: AffWild2Layout, task: Task, fail) -> list[Track]:
     """Test tracks: ids from the release list, rows (T) from the task's template."""
     template = layout.templates.get(task.template_key)
@@ -298,20 +329,20 @@ def _test_tracks(layout: AffWild2Layout, task: Task, fail) -> list[Track]:
         fail(e)
         return []
     listed = None
-    # exists(), not is_file(): a folder in the list's place is reported, not taken for no list.
-    if layout.test_lists is not None and (layout.test_lists / task.test_list).exists():
+    # A folder in the list's place is kept by the index: reading it reports it, not taken for no list.
+    test_list = layout.test_list_files.get(task.template_key)
+    if test_list is not None:
         try:
-            listed = read_test_list(layout.test_lists / task.test_list)
+            listed = read_test_list(test_list)
         except DataError as e:
             fail(e)
         for track_id in sorted(set(listed or ()) - set(rows)):
-            fail(DataError(layout.test_lists / task.test_list, message=f"test track {track_id} has no rows "
-                           f"in the template {template}"))
+            fail(DataError(test_list, message=f"test track {track_id} has no rows in the template {template}"))
     tracks = []
     for track_id, frames in rows.items():
         if listed is not None and track_id not in listed:
             fail(DataError(template, message=f"rows for track {track_id}, which is not in the test list "
-                           f"{task.test_list}"))
+                           f"{test_list.name}"))
         try:
             track = _track(layout, task, "test", track_id, template, frames, None, None)
         except DataError as e:
