@@ -126,12 +126,14 @@ class VideoFrames:
     in its index but its decoder drops them, so which frame an index gives depends on whether
     decord reached it by decoding on from the file's start (index = displayed frame) or by
     seeking to a later keyframe (index = displayed frame + pre-roll). PyAV reads such videos,
-    finding frames by presentation time.
+    finding frames by presentation time, and any video decord fails on (it cannot read some
+    containers, MPEG-TS among them): the frames are the same, only slower to reach.
     """
 
     def __init__(self) -> None:
         self._readers: dict[Path, object] = {}
         self._indexes: dict[Path, FrameIndex] = {}
+        self._by_time: set[Path] = set()  # videos PyAV reads
 
     def __call__(self, path: Path, rows: np.ndarray) -> np.ndarray:
         """uint8 ``(len(rows), H, W, 3)`` displayed frames ``rows`` (0-based) of ``path``."""
@@ -139,13 +141,21 @@ class VideoFrames:
 
         if path not in self._indexes:
             self._indexes[path] = frame_index(path)
+            if self._indexes[path].hidden:
+                self._by_time.add(path)
         index = self._indexes[path]
-        if index.hidden:
+        if path in self._by_time:
             return decode_frames(path, index.pts[rows])
-        if path not in self._readers:
-            self._readers[path] = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-        reader = self._readers[path]
-        frames = reader.get_batch(rows.tolist()).asnumpy()
+        try:
+            if path not in self._readers:
+                decord.logging.set_level(decord.logging.QUIET)  # its decoder's log lines are noise
+                self._readers[path] = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+            reader = self._readers[path]
+            frames = reader.get_batch(rows.tolist()).asnumpy()
+        except decord.DECORDError:
+            self._readers.pop(path, None)
+            self._by_time.add(path)
+            return decode_frames(path, index.pts[rows])
         # decord's threaded decoder keeps frames it decoded alive between get_batch calls: left
         # alone, a reader's memory grows with every frame read (>1 GiB per minute of 640x360
         # video, benchmarks/bench_memory.py). Seeking releases its queues; the next batch then

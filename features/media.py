@@ -160,18 +160,33 @@ def decode_frames(path: str | Path, pts: np.ndarray) -> np.ndarray:
 
     PyAV seeks to the keyframe before the earliest and decodes forward, matching frames by
     presentation time, so hidden pre-roll can never take a displayed frame's place (its pixels
-    equal decord's). Raises :class:`MediaError` when a requested frame does not come out.
+    equal decord's). Some demuxers (MPEG-TS, whose decoding times start before the presentation
+    times) seek past the frames asked for, or to nothing: the frames a seek missed are then
+    decoded from the start. Raises :class:`MediaError` when a requested frame does not come out.
     """
-    import av
-
     path = Path(path)
     wanted = {int(p) for p in pts}
-    first, last = min(wanted), max(wanted)
+    found = _frames_at(path, wanted, seek=True)
+    if len(found) < len(wanted):
+        found.update(_frames_at(path, wanted - found.keys(), seek=False))
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise MediaError(f"{path}: no frame decodes at pts {missing[:5]}")
+    return np.stack([found[int(p)] for p in pts])
+
+
+def _frames_at(path: Path, wanted: set[int], seek: bool) -> dict[int, np.ndarray]:
+    """:func:`decode_frames`' decoding pass: the frames of ``wanted`` that come out, by pts,
+    decoding from the keyframe before the earliest (``seek``) or from the start."""
+    import av
+
+    last = max(wanted)
     found: dict[int, np.ndarray] = {}
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            container.seek(first, stream=stream)  # backward: the keyframe at or before
+            if seek:
+                container.seek(min(wanted), stream=stream)  # backward: the keyframe at or before
             for frame in container.decode(stream):
                 if frame.pts in wanted:
                     found[frame.pts] = frame.to_ndarray(format="rgb24")
@@ -179,10 +194,7 @@ def decode_frames(path: str | Path, pts: np.ndarray) -> np.ndarray:
                     break
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot decode video: {e}") from e
-    missing = sorted(wanted - found.keys())
-    if missing:
-        raise MediaError(f"{path}: no frame decodes at pts {missing[:5]}")
-    return np.stack([found[int(p)] for p in pts])
+    return found
 
 
 def displayed_frames(path: str | Path, index: FrameIndex, rows: np.ndarray,

@@ -24,8 +24,10 @@ NTSC = Fraction(30000, 1001)
 
 
 def write_flv(path: Path, frames: int = 30) -> Path:
-    """FLV1 video at 29.97 fps: FLV stores milliseconds, so frames step 33 or 34 ms."""
-    return write_clip(path, container="flv", video_codec="flv", fps=NTSC, frames=frames)
+    """FLV1 video at 29.97 fps (FLV stores milliseconds, so frames step 33 or 34 ms), with its
+    audio stream first, as FLVs from the web have it."""
+    return write_clip(path, container="flv", video_codec="flv", fps=NTSC, frames=frames, audio_codec="aac",
+                      audio_seconds=1.0, audio_first=True)
 
 
 def expr_root(root: Path, clips: dict[str, int]) -> Path:
@@ -133,3 +135,17 @@ def _jpeg() -> bytes:
     buffer = BytesIO()
     Image.fromarray(np.full((16, 16, 3), 128, np.uint8)).save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+def test_an_mpeg_ts_with_b_frames_reads_its_frames_where_seeking_and_decord_fail(tmp_path):
+    """H.264 in MPEG-TS decodes before it presents (dts < pts): PyAV's seek there lands on no
+    frame, and decord cannot read the file at all. The frames still come out, each by its time."""
+    import av
+
+    path = write_clip(tmp_path / "clip.ts", container="mpegts", video_codec="libx264", fps=30, frames=40)
+    with av.open(str(path)) as container:
+        every = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert len(every) == 40 == len(frame_index(path).pts)
+    frames = VideoFrames()
+    for rows in (np.array([0, 1, 2]), np.array([20, 39]), np.arange(40)):
+        assert np.array_equal(frames(path, rows), every[rows])
