@@ -83,8 +83,13 @@ def config_problems(config: Config) -> list[tuple[str, str]]:
         problems += _option_problems("train.model", model, f"model {name!r}", ["name"], model_options(name))
     if config.train.fallback is not None:
         fallback = dict(config.train.fallback)
+        features = list(config.train.features)
         if fallback.get("stream") is None:
             problems.append(("train.fallback", "the fallback MLP names no stream; e.g. {stream: face, hidden: 128}"))
+        elif features and fallback["stream"] not in features:  # an empty list is refused when training starts
+            problems.append(("train.fallback.stream", f"the fallback MLP reads one of the head's streams, and "
+                                                      f"{fallback['stream']!r} is not in train.features "
+                                                      f"({', '.join(features)}){did_you_mean(fallback['stream'], features)}"))
         problems += _option_problems("train.fallback", fallback, "the fallback MLP", ["stream"], model_options("mlp"))
     sources = list(SOURCES)
     if config.cv.primary not in sources:

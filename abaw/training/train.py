@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import logging
 import math
@@ -20,7 +21,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from abaw.config import Config, is_main_process
+from abaw.config import Config, ConfigError, check_config, is_main_process
+from abaw.config_checks import unknown
 from abaw.data import load_tracks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
@@ -164,26 +166,68 @@ def loss_weights(task: Task, tracks: list[Track], clip: float) -> torch.Tensor |
     return None
 
 
+def new_module(config: Config, kinds: dict[str, tuple[str, int]]) -> TaskModule:
+    """The LightningModule of ``config.train`` (a video-level task's, :mod:`abaw.training.video`,
+    for EMI and A/H) on streams of ``kinds`` (label -> (modality, dim)), before training
+    statistics are set."""
+    t = config.train
+    task = get_task(t.task)
+    optim = {"lr": t.lr, "weight_decay": t.weight_decay, "warmup_fraction": t.warmup_fraction}
+    if task.level == "video":
+        from abaw.training.video import VideoTaskModule
+
+        return VideoTaskModule(task.name, kinds, dict(t.model), None,
+                               {"mse": t.emi_mse, "pearson": t.emi_pearson, "balance": t.balance}, optim)
+    return TaskModule(task.name, kinds, dict(t.model), dict(t.fallback) if t.fallback else None,
+                      {"label_smoothing": t.label_smoothing, "mse": t.va_mse, "balance": t.balance}, optim)
+
+
 def build_module(config: Config, streams: dict, train_set: WindowDataset) -> tuple[TaskModule, dict]:
     """The LightningModule with training-split statistics and loss weights set, and the
     statistics; a video-level task's (:mod:`abaw.training.video`) for EMI and A/H."""
     t = config.train
     task = get_task(t.task)
-    optim = {"lr": t.lr, "weight_decay": t.weight_decay, "warmup_fraction": t.warmup_fraction}
-    kinds = {k: (s.modality, s.dim) for k, s in streams.items()}
+    module = new_module(config, {k: (s.modality, s.dim) for k, s in streams.items()})
     if task.level == "video":
-        from abaw.training.video import VideoTaskModule, video_loss_weights
+        from abaw.training.video import video_loss_weights
 
-        module = VideoTaskModule(task.name, kinds, dict(t.model), None,
-                                 {"mse": t.emi_mse, "pearson": t.emi_pearson, "balance": t.balance}, optim)
         weights = video_loss_weights(task, train_set.tracks)
     else:
-        module = TaskModule(task.name, kinds, dict(t.model), dict(t.fallback) if t.fallback else None,
-                            {"label_smoothing": t.label_smoothing, "mse": t.va_mse, "balance": t.balance}, optim)
         weights = loss_weights(task, train_set.tracks, t.au_pos_weight_max)
     stats = stream_statistics(train_set, l2=t.model.get("l2", True), seed=config.seed)
     module.set_training_statistics(stats, weights)
     return module, stats
+
+
+# The Trainer arguments train() sets itself: train.trainer may not give them.
+TRAINER_SET = frozenset({"max_epochs", "deterministic", "default_root_dir", "callbacks", "logger",
+                         "enable_progress_bar", "enable_model_summary", "log_every_n_steps", "num_sanity_val_steps"})
+
+
+def check_fit(config: Config, streams: dict) -> None:
+    """Build what a fit builds before its first step (the head and the fallback MLP on the
+    widths of the ``train.features`` among ``streams``, the Trainer's arguments) and raise what
+    fails as a :class:`~abaw.config.ConfigError`: training calls it before it writes anything,
+    and cross-validation before it touches a fold, so a configuration error costs no work.
+
+    Raises:
+        ConfigError: a value :func:`~abaw.config.check_config` refuses, a model or fallback
+            block that cannot be built (an option of the wrong type), or a ``train.trainer`` key
+            ``lightning.Trainer`` does not take or that training sets itself.
+    """
+    check_config(config)
+    read = {k: (s.modality, s.dim) for k, s in streams.items() if k in config.train.features}  # as a fit opens them
+    try:
+        new_module(config, read)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"train.model / train.fallback: the head cannot be built: {e}") from None
+    valid = [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
+    for key in config.train.trainer:
+        if key in TRAINER_SET:
+            raise ConfigError(f"train.trainer.{key}: set by abaw itself (train.epochs, train.deterministic, ...), "
+                              "not through train.trainer")
+        if key not in valid:
+            raise ConfigError(f"train.trainer.{key}: {unknown('lightning.Trainer argument', key, valid)}")
 
 
 def training_windows(tracks: list[Track], streams: dict, window: int) -> WindowDataset:
@@ -232,6 +276,7 @@ def train(config: Config, run_dir: Path | Callable[[], Path], fold: int | None =
     prefix = f"{task.name.upper()}{'' if fold is None else f' fold {fold}'}"
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = build_datasets(config, fold)
+    check_fit(config, train_set.streams)
     module, stats = build_module(config, train_set.streams, train_set)
     main = is_main_process()
     if callable(run_dir):
