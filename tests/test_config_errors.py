@@ -112,3 +112,17 @@ def test_every_shipped_configuration_passes_the_checks():
     configs = Path(__file__).resolve().parents[1] / "configs"
     for path in sorted(configs.rglob("*.yaml")):
         load_config(path)
+
+
+def test_abaw_run_reads_every_task_configuration_before_it_starts(tmp_path, capsys):
+    tasks = tmp_path / "task"
+    tasks.mkdir()
+    (tasks / "expr.yaml").write_text("train:\n  task: expr\n  features: [face]\n  model: {name: fusion_moe, hiden: 8}\n")
+    (tasks / "va.yaml").write_text("train:\n  task: va\n")
+    run = tmp_path / "run.yaml"
+    run.write_text(f"data:\n  root: {tmp_path / 'absent'}\nruns_dir: {tmp_path / 'runs'}\ntasks: [va, expr]\n")
+    code, err = run_cli(capsys, "run", str(run))
+    line = assert_one_line(err)
+    assert code == 1 and not (tmp_path / "runs").exists()  # before the dataset, the run directory, extraction
+    assert line.startswith(f"abaw: error: {tasks / 'expr.yaml'}:4: train.model.hiden: model 'fusion_moe' has no "
+                           "option 'hiden'")
