@@ -12,7 +12,7 @@ import yaml
 from abaw.cli import main
 from abaw.config import ConfigError, load_config
 from abaw.cv import run_cv
-from abaw.training.train import EpochLog
+from abaw.training.epochlog import EpochLog
 
 
 def write_config(tmp: Path, root: Path, cache: Path) -> Path:

@@ -1,7 +1,13 @@
-"""The time-left estimate and the progress lines, driven by a clock moved by hand."""
+"""What long stages print: the time-left estimate and the progress lines (driven by a clock moved
+by hand), and the epoch lines of a fit that early stopping ends."""
 
+import lightning as L
 import pytest
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch.utils.data import DataLoader, TensorDataset
 
+from abaw.training.epochlog import EpochLog
 from features.progress import ProgressLog, TimeLeft, duration
 
 
@@ -84,3 +90,44 @@ def test_progress_lines_withhold_the_eta_until_it_means_something():
     progress.update(rows=1_800, tracks=3)
     progress.finish()
     assert lines[-1] == "  4/4 tracks, 3000/3000 frames"  # done: nothing left to estimate
+
+
+class Scores(L.LightningModule):
+    """A module whose val/score is ``scores[epoch]``: the fit the callbacks see, in a second."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.scores, self.layer = scores, torch.nn.Linear(1, 1)
+
+    def training_step(self, batch, index):
+        return self.layer(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch, index):
+        self.log("val/score", self.scores[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def fit_lines(scores: list[float], patience: int) -> list[str]:
+    """The lines EpochLog writes (every epoch) in a fit of ``Scores(scores)`` under early stopping."""
+    lines: list[str] = []
+    data = DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=4)
+    trainer = L.Trainer(max_epochs=len(scores), accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[EpochLog("EXPR", lines.append, every=0.0),
+                                   EarlyStopping(monitor="val/score", mode="max", patience=patience)])
+    trainer.fit(Scores(scores), data, data)
+    return lines
+
+
+def test_early_stopping_says_when_and_why_it_stopped():
+    lines = fit_lines([0.1, 0.3, 0.2, 0.25, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], patience=3)
+    assert lines[-2].startswith("EXPR epoch 5/12: ")
+    assert lines[-1] == ("EXPR stopped early at epoch 5/12: val/score did not improve for 3 epochs "
+                         "(best 0.3000 at epoch 2)")
+
+
+def test_a_fit_that_runs_its_epochs_says_nothing_of_stopping():
+    lines = fit_lines([0.1, 0.2, 0.3], patience=2)
+    assert lines[-1].startswith("EXPR epoch 3/3: ") and not any("stopped" in line for line in lines)
