@@ -166,6 +166,9 @@ def summarise(config: Config, cv: CVDir, log=None, features: str | None = None) 
                                   for t in held_out])
     summary, pooled, final = nested_postprocess(task, per_fold, config.cv.search)
     summary["primary"] = config.cv.primary
+    # The secondary source the decisions could fall back on: the configured one, if the folds predicted it.
+    summary["secondary"] = config.cv.secondary if any(o.secondary is not None for _, outputs in per_fold.values()
+                                                      for o in outputs) else None
     if personalised(task) and config.cv.personalise:  # EXPR, A/H
         scored = score_personalisation(config, task, checkpoints, folds, tracks[task], log)
         if scored is not None:
