@@ -261,7 +261,9 @@ def load_config(path: str | Path | list | None = None, overrides: list[str] | No
             raise ConfigError(f"override {override!r}: {_message(e)}") from None
         sources.append((override, layer))
     config = OmegaConf.to_object(merged)
-    for key, problem in config_problems(config):
+    problems = config_problems(config)
+    if problems:  # named where the last file or override that set the key did
+        key, problem = problems[0]
         setters = [source for source, layer in sources if OmegaConf.select(layer, key, default=None) is not None]
         raise ConfigError(f"{_origin(setters[-1], key)}: {key}: {problem}" if setters else f"{key}: {problem}")
     return config
@@ -270,7 +272,9 @@ def load_config(path: str | Path | list | None = None, overrides: list[str] | No
 def check_config(config: Config) -> None:
     """:func:`abaw.config_checks.config_problems` of a configuration built in code (a loaded one
     has passed them), raised as the first one's :class:`ConfigError`."""
-    for key, problem in config_problems(config):
+    problems = config_problems(config)
+    if problems:
+        key, problem = problems[0]
         raise ConfigError(f"{key}: {problem}")
 
 

@@ -87,9 +87,10 @@ def config_problems(config: Config) -> list[tuple[str, str]]:
         if fallback.get("stream") is None:
             problems.append(("train.fallback", "the fallback MLP names no stream; e.g. {stream: face, hidden: 128}"))
         elif features and fallback["stream"] not in features:  # an empty list is refused when training starts
+            stream = fallback["stream"]
             problems.append(("train.fallback.stream", f"the fallback MLP reads one of the head's streams, and "
-                                                      f"{fallback['stream']!r} is not in train.features "
-                                                      f"({', '.join(features)}){did_you_mean(fallback['stream'], features)}"))
+                                                      f"{stream!r} is not in train.features ({', '.join(features)})"
+                                                      f"{did_you_mean(stream, features)}"))
         problems += _option_problems("train.fallback", fallback, "the fallback MLP", ["stream"], model_options("mlp"))
     sources = list(SOURCES)
     if config.cv.primary not in sources:
@@ -109,5 +110,5 @@ def _option_problems(block: str, options: dict, owner: str, own: list[str],
     if valid is None:
         return []
     allowed = own + valid
-    return [(f"{block}.{key}", f"{owner} has no option {key!r}; valid: {', '.join(allowed)}{did_you_mean(key, allowed)}")
-            for key in options if key not in allowed]
+    return [(f"{block}.{key}", f"{owner} has no option {key!r}; valid: {', '.join(allowed)}"
+                               f"{did_you_mean(key, allowed)}") for key in options if key not in allowed]

@@ -168,13 +168,12 @@ class CVDir:
         return finished, stale
 
     def finish_fold(self, k: int, digest: str, features: str, checkpoint: Path, score: float,
-                    predictions: Predictions, trained: Path | None = None) -> None:
-        """Record fold ``k`` trained in ``trained`` (default: its own directory): its out-of-fold
-        predictions, then ``done.json`` (last, atomically) with the configuration's hash and the
-        digest of the features it read; every other checkpoint of the fold and the now outdated
-        summary are removed, and a fold trained beside its directory then takes its place."""
+                    predictions: Predictions, *, trained: Path) -> None:
+        """Record fold ``k``, trained in ``trained`` (:meth:`training_dir`): its out-of-fold
+        predictions, then ``done.json`` (atomically) with the configuration's hash and the digest
+        of the features it read; every other checkpoint of the fold and the now outdated summary
+        are removed, and then ``trained`` takes the place of the fold's directory."""
         fold = self.fold_dir(k)
-        trained = trained or fold
         save_predictions(trained / "oof.npz", predictions)
         for other in (trained / "checkpoints").glob("*.ckpt"):
             if other.resolve() != checkpoint.resolve():
@@ -187,8 +186,7 @@ class CVDir:
             (self.path / name).unlink(missing_ok=True)
         for old in self.path.glob("predictions-*.npz"):  # made by the models this fold replaces
             old.unlink()
-        if trained != fold:
-            _replace_directory(fold, trained)
+        _replace_directory(fold, trained)
 
     def oof(self, k: int) -> Predictions:
         return load_predictions(self.fold_dir(k) / "oof.npz")

@@ -80,7 +80,8 @@ class ProgressLog:
 
     def __init__(self, log: Callable[[str], None], total_tracks: int, total_rows: int, every: float = 10.0,
                  clock: Clock = time.monotonic) -> None:
-        self.log, self.total_tracks, self.total_rows, self.every, self.clock = log, total_tracks, total_rows, every, clock
+        self.log, self.every, self.clock = log, every, clock
+        self.total_tracks, self.total_rows = total_tracks, total_rows
         self.left = TimeLeft(total_rows, clock)
         self.last = clock()
         self.tracks = self.rows = 0

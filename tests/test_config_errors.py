@@ -117,7 +117,8 @@ def test_every_shipped_configuration_passes_the_checks():
 def test_abaw_run_reads_every_task_configuration_before_it_starts(tmp_path, capsys):
     tasks = tmp_path / "task"
     tasks.mkdir()
-    (tasks / "expr.yaml").write_text("train:\n  task: expr\n  features: [face]\n  model: {name: fusion_moe, hiden: 8}\n")
+    (tasks / "expr.yaml").write_text("train:\n  task: expr\n  features: [face]\n"
+                                     "  model: {name: fusion_moe, hiden: 8}\n")
     (tasks / "va.yaml").write_text("train:\n  task: va\n")
     run = tmp_path / "run.yaml"
     run.write_text(f"data:\n  root: {tmp_path / 'absent'}\nruns_dir: {tmp_path / 'runs'}\ntasks: [va, expr]\n")
@@ -126,3 +127,10 @@ def test_abaw_run_reads_every_task_configuration_before_it_starts(tmp_path, caps
     assert code == 1 and not (tmp_path / "runs").exists()  # before the dataset, the run directory, extraction
     assert line.startswith(f"abaw: error: {tasks / 'expr.yaml'}:4: train.model.hiden: model 'fusion_moe' has no "
                            "option 'hiden'")
+
+
+def test_a_fallback_stream_the_head_does_not_read_is_refused():
+    with pytest.raises(ConfigError, match=r"^override 'train.fallback=\{stream: fase\}': train.fallback.stream: the "
+                                          r"fallback MLP reads one of the head's streams, and 'fase' is not in "
+                                          r"train.features \(face, voice\); did you mean 'face'\?$"):
+        load_config(None, ["train.features=[face,voice]", "train.fallback={stream: fase}"])
