@@ -21,7 +21,7 @@ def write_config(tmp: Path, root: Path, cache: Path) -> Path:
     config = tmp / "expr.yaml"
     config.write_text(yaml.safe_dump({
         "name": "safe", "data": {"root": str(root)}, "runs_dir": str(tmp / "runs"), "folds": {"k": 2},
-        "extract": {"cache": str(cache), "features": FEATURES},
+        "extract": {"cache": str(cache), "features": FEATURES}, "cv": {"personalise": []},
         "train": {"task": "expr", "features": ["face", "voice"], "epochs": 1, "window": 16, "batch_size": 8,
                   "model": {"name": "fusion_moe", "hidden": 16, "experts": 2}}}))
     return config
