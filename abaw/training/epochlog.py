@@ -128,10 +128,12 @@ class EpochLog(Callback):
     def stop_line(self, stopper: EarlyStopping) -> str:
         """Why ``stopper`` ended the fit after the last epoch logged."""
         where = f"{self.prefix} stopped early at epoch {self._epoch}{f'/{self._epochs}' if self._epochs else ''}"
-        if stopper.stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED and self._best is not None:
-            return (f"{where}: {stopper.monitor} did not improve for {stopper.wait_count} epochs "
-                    f"(best {self._best[0]:.4f} at epoch {self._best[1]})")
-        return f"{where}: {stopper.stopping_reason_message}"
+        if stopper.stopping_reason != EarlyStoppingReason.PATIENCE_EXHAUSTED:
+            return f"{where}: {stopper.stopping_reason_message}"
+        # The stopper's best survives a resumed fit; the epoch is known when this fit saw it.
+        best = float(stopper.best_score)
+        epoch = f" at epoch {self._best[1]}" if self._best is not None and self._best[0] == best else ""
+        return f"{where}: {stopper.monitor} did not improve for {stopper.wait_count} epochs (best {best:.4f}{epoch})"
 
     def _emit(self) -> None:
         self.write(f"{self.last_line} ({self.context})" if self.context else self.last_line)
