@@ -7,6 +7,7 @@ Every run directory receives the resolved configuration and the git commit it ra
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -17,8 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from abaw.config_checks import config_problems, did_you_mean, key_line, yaml_error
 
 
 class ConfigError(ValueError):
@@ -217,6 +221,8 @@ def _read_layers(path: Path, seen: tuple[Path, ...] = ()) -> list:
         raise ConfigError(f"{path}: config file not found")
     try:
         layer = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        raise ConfigError(yaml_error(path, e)) from None
     except (OmegaConfBaseException, ValueError) as e:
         raise ConfigError(f"{path}: {str(e).splitlines()[0]}") from None
     layers = []
@@ -231,24 +237,64 @@ def load_config(path: str | Path | list | None = None, overrides: list[str] | No
     ``defaults:`` list names), then ``key=value`` overrides.
 
     Raises:
-        ConfigError: a missing or malformed file, an unknown key or a value of the wrong type,
-            naming the file or override.
+        ConfigError: a missing or malformed file, an unknown key or a value of the wrong type
+            (:func:`abaw.config_checks.config_problems` included: an option the model or the
+            fallback MLP does not take, an unknown prediction source), in one line naming the
+            file and line, or the override, that set it.
     """
     merged = OmegaConf.structured(Config)
     paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    sources: list[tuple[Path | str, DictConfig]] = []  # what set which key: files, then overrides
     for file, layer in [pair for p in paths for pair in _read_layers(Path(p))]:
         try:
             merged = OmegaConf.merge(merged, layer)
         except (OmegaConfBaseException, ValueError) as e:
-            raise ConfigError(f"{file}: {str(e).splitlines()[0]}") from None
+            raise ConfigError(f"{_origin(file, getattr(e, 'full_key', None))}: {_message(e)}") from None
+        sources.append((file, layer))
     for override in overrides or []:
         if "=" not in override:
             raise ConfigError(f"override {override!r} is not key=value")
         try:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+            layer = OmegaConf.from_dotlist([override])
+            merged = OmegaConf.merge(merged, layer)
         except (OmegaConfBaseException, ValueError) as e:
-            raise ConfigError(f"override {override!r}: {str(e).splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
+            raise ConfigError(f"override {override!r}: {_message(e)}") from None
+        sources.append((override, layer))
+    config = OmegaConf.to_object(merged)
+    problems = config_problems(config)
+    if problems:  # named where the last file or override that set the key did
+        key, problem = problems[0]
+        setters = [source for source, layer in sources if OmegaConf.select(layer, key, default=None) is not None]
+        raise ConfigError(f"{_origin(setters[-1], key)}: {key}: {problem}" if setters else f"{key}: {problem}")
+    return config
+
+
+def check_config(config: Config) -> None:
+    """:func:`abaw.config_checks.config_problems` of a configuration built in code (a loaded one
+    has passed them), raised as the first one's :class:`ConfigError`."""
+    problems = config_problems(config)
+    if problems:
+        key, problem = problems[0]
+        raise ConfigError(f"{key}: {problem}")
+
+
+def _origin(source: Path | str, key: str | None) -> str:
+    """Where ``key`` was set: ``<file>:<line>`` (or the file) for a YAML file, else the override."""
+    if isinstance(source, str):
+        return f"override {source!r}"
+    line = key_line(source, key) if key else None
+    return f"{source}:{line}" if line is not None else str(source)
+
+
+def _message(error: Exception) -> str:
+    """OmegaConf's first line, and for a key no dataclass field has, the valid ones and the closest."""
+    message = str(error).splitlines()[0]
+    kind, key = getattr(error, "object_type", None), getattr(error, "key", None)
+    if isinstance(error, ConfigKeyError) and dataclasses.is_dataclass(kind) and key is not None:
+        valid = [f.name for f in dataclasses.fields(kind)]
+        message = message.split(". Did you mean")[0]  # OmegaConf's own suggestion, for some keys only
+        message += f"; valid: {', '.join(valid)}{did_you_mean(key, valid)}"
+    return message
 
 
 def to_yaml(config: Config) -> str:

@@ -37,7 +37,7 @@ from abaw.rundir import SOURCES, CVDir, config_hash, source_values
 from abaw.tasks import Task, get_task
 from abaw.training.data import check_fresh, features_digest, head_features, open_streams
 from abaw.training.losses import decide
-from abaw.training.train import predict_frames, predict_on_every_rank, train
+from abaw.training.train import check_fit, predict_frames, predict_on_every_rank, train
 
 
 def track_output(prediction: dict[str, np.ndarray], primary: str, secondary: str | None) -> TrackOutput:
@@ -86,22 +86,27 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
     """
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     task = resolve_tasks(config.data.root, [config.train.task])[0]
+    # Everything a fit builds first is built here, before the CV directory is touched: a typo
+    # costs no finished fold.
+    streams = open_streams(config, task.dataset, head_features(config))
+    check_fit(config, streams)
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
                                  seed=config.folds.seed)
     main = is_main_process()
-    cv = CVDir.for_config(config, create=main)
     wanted = list(range(folds.k)) if folds_to_run is None else folds_to_run
     for k in wanted:
         if not 0 <= k < folds.k:
             raise ValueError(f"fold {k} outside 0..{folds.k - 1}")
     digest = config_hash(config, folds)
-    streams = open_streams(config, task.dataset, head_features(config))
     features = features_digest(streams, tracks[task])
+    cv = CVDir.for_config(config)
     finished, stale = cv.status(folds.k, digest, features)
     if any(k in finished for k in wanted):
         # A reused fold reads nothing, but its features must still be those of the dataset as it
         # is now, as training them would require.
         check_fresh(config, task.dataset, streams, tracks[task])
+    if main:
+        cv.record(config)
     for k in wanted:
         if k in finished:
             log(f"{task.name.upper()} fold {k}: finished earlier, reused")
@@ -110,12 +115,14 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
             why = ("its features were extracted again since" if cv.done(k)["config"] == digest
                    else "trained under another configuration")
             log(f"{task.name.upper()} fold {k}: {why}, training again")
-        fold_dir = cv.fold_dir(k)
+        # Trained beside the fold's directory, which it replaces only once finished
+        # (CVDir.finish_fold): a fit that fails leaves the fold as it was.
+        training_dir = cv.training_dir(k)
         if main:
-            if fold_dir.exists() and config.train.resume is None:
-                shutil.rmtree(fold_dir)  # what an unfinished or outdated run left: checkpoints, logs
-            fold_dir.mkdir(exist_ok=True)
-        result = train(config, fold_dir, fold=k, log=log, select=False)
+            if training_dir.exists() and config.train.resume is None:
+                shutil.rmtree(training_dir)  # what an interrupted fit left: checkpoints, logs
+            training_dir.mkdir(exist_ok=True)
+        result = train(config, training_dir, fold=k, log=log, select=False)
         held_out = [t for t in tracks[task] if folds.fold_of(t) == k]
         predictions = predict_on_every_rank(result.best_checkpoint, config, held_out)
         if predictions is None:  # a rank other than 0: rank 0 records the fold
@@ -129,7 +136,8 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
         log(f"{task.name.upper()} fold {k}: {config.train.epochs} epochs on {len(tracks[task]) - len(held_out)} "
             f"tracks, held-out score {held_out_score:.4f} over {len(held_out)} ({SOURCES[config.cv.primary]}, "
             "as in report.md)")
-        cv.finish_fold(k, digest, features, result.best_checkpoint, held_out_score, predictions)
+        cv.finish_fold(k, digest, features, result.best_checkpoint, held_out_score, predictions,
+                       trained=training_dir)
     return cv, digest, features
 
 
@@ -163,6 +171,9 @@ def summarise(config: Config, cv: CVDir, log=None, features: str | None = None) 
     summary["absent_from_training"] = {str(k): names for k, names in absent.items()}
     for line in absent_lines(task, absent):
         log(line)
+    # The secondary source the decisions could fall back on: the configured one, if the folds predicted it.
+    summary["secondary"] = config.cv.secondary if any(o.secondary is not None for _, outputs in per_fold.values()
+                                                      for o in outputs) else None
     if personalised(task) and config.cv.personalise:  # EXPR, A/H
         scored = score_personalisation(config, task, checkpoints, folds, tracks[task], log)
         if scored is not None:

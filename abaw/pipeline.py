@@ -89,6 +89,11 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
     config_path = Path(config_path)
     overrides = list(overrides or [])
     config = load_config(config_path, overrides)
+    tasks_dir = config_path.parent / config.run.tasks_dir
+    # Every task configuration the run reads is read now: a typo in one is said before hours of extraction.
+    for file in [f"{name}.yaml" for name in config.tasks or TASKS] + list(config.run.variants.values()):
+        if (tasks_dir / file).is_file():
+            load_config([tasks_dir / file, config_path], overrides)
     root = ensure_dataset(config)
     # Under Lightning's ddp (or torchrun, SLURM) every rank process runs this command too: only
     # rank 0 makes the run directory and writes; the others write nothing, here or in the fits.
@@ -114,7 +119,6 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
         log("some tracks failed to extract (see above); fix them and rerun")
         return 1
 
-    tasks_dir = config_path.parent / config.run.tasks_dir
     submission_dir = Path(config.runs_dir) / f"{config.name}-submission"
     table, written = [], []
     for task in tasks:

@@ -45,7 +45,18 @@ def part_bars(task: Task, summary: dict, path: Path) -> str:
     return _save(figure, path)
 
 
-def confusion(task: Task, labels: np.ndarray, decisions: np.ndarray, valid: np.ndarray, path: Path) -> str:
+def decided_by(task: Task, summary: dict) -> str:
+    """What the post-processed decisions of a CV summary come from: its primary source, and for
+    EXPR the secondary one the confidence fallback turns to, when the folds predicted one."""
+    source = SOURCES.get(summary.get("primary"), "model")
+    secondary = summary.get("secondary")
+    if task.kind == "multiclass" and secondary in SOURCES:
+        return f"{source}, {SOURCES[secondary]} where it is unsure"
+    return source
+
+
+def confusion(task: Task, labels: np.ndarray, decisions: np.ndarray, valid: np.ndarray, path: Path,
+              title: str = "") -> str:
     names = task.labels if task.kind == "multiclass" else ("0", "1")
     keep = valid[:, 0]
     truth, predicted = labels[keep, 0].astype(int), decisions[keep, 0].astype(int)
@@ -61,6 +72,7 @@ def confusion(task: Task, labels: np.ndarray, decisions: np.ndarray, valid: np.n
     axis.set_yticks(range(len(names)), names)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
+    axis.set_title(title, fontsize=9)
     return _save(figure, path)
 
 
@@ -127,8 +139,13 @@ def write_report(task: Task, run_dir: Path, summary: dict, pooled: dict, per_fol
     """Write the plots and ``report.md`` into ``run_dir``; return the report's path."""
     images = [fold_bars(summary, run_dir / "fold_scores.png"), part_bars(task, summary, run_dir / "parts.png")]
     labels, decisions, valid = (np.concatenate(pooled[k]) for k in ("labels", "post", "valid"))
+    source, rows = decided_by(task, summary), "videos" if task.level == "video" else "frames"
+    captions = {"confusion": f"Confusion matrix of the post-processed decisions ({source}) on the held-out {rows} "
+                             "of every fold, each fold decided with the parameters tuned on the other folds; rows: "
+                             "true class, columns: decision, colour: share of the row."}
     if task.kind in ("multiclass", "binary"):
-        images.append(confusion(task, labels, decisions, valid, run_dir / "confusion.png"))
+        images.append(confusion(task, labels, decisions, valid, run_dir / "confusion.png",
+                                f"Post-processed decisions: {source}\nheld-out {rows} of every fold"))
     if task.kind == "regression":
         held_out = next(iter(per_fold.values()))[0]
         track = held_out[0]
@@ -155,7 +172,9 @@ def write_report(task: Task, run_dir: Path, summary: dict, pooled: dict, per_fol
                 if (summary.get("personalisation") or {}).get("chosen") else "all folds")
     lines += ["", f"Parameters for the test set (tuned on {tuned_on}): `{summary['postprocess']}`", ""]
     lines += personalisation_lines(summary.get("personalisation"))
-    lines += [f"![{Path(image).stem}]({image})" for image in images]
+    for image in images:
+        lines += [f"![{Path(image).stem}]({image})"] + ([captions[Path(image).stem], ""]
+                                                         if Path(image).stem in captions else [])
     report = run_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -7,6 +7,7 @@
                                it read, held-out score, checkpoint
     fold<k>/oof.npz            out-of-fold predictions, per track (keys <track>::<array>)
     fold<k>/checkpoints/       only the checkpoint the fold uses (its last epoch)
+    fold<k>.training/          where fold k trains; it replaces fold<k>/ once finished
     postprocess.json           post-processing tuned on every fold's out-of-fold predictions
                                (personalised, when cv.json keeps a personalisation method)
     cv.json, report.md, *.png  the summary
@@ -15,8 +16,10 @@
 A fold counts as finished for a configuration only when its ``done.json`` holds that
 configuration's hash, so a directory never summarises or predicts with folds trained under
 different settings: such folds are named, and retrained when asked for. ``abaw cv`` also
-retrains a fold whose features were extracted again since it was trained. Retraining a fold
-removes the summary and the post-processing, which were tuned on the old one.
+retrains a fold whose features were extracted again since it was trained. A fold is trained
+beside its directory and takes its place only once finished, so a fit that fails (or a
+configuration error) never costs a finished fold; replacing a fold removes the summary and
+the post-processing, which were tuned on the old one.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -100,6 +104,18 @@ def _write_json(path: Path, value) -> None:
     os.replace(f.name, path)
 
 
+def _replace_directory(target: Path, new: Path) -> None:
+    """Put directory ``new`` in the place of ``target`` (which may not exist): two renames, the
+    old directory removed only once the new one is in place."""
+    replaced = target.with_name(f"{target.name}.replaced")
+    if replaced.exists():
+        shutil.rmtree(replaced)
+    if target.exists():
+        os.replace(target, replaced)
+    os.replace(new, target)
+    shutil.rmtree(replaced, ignore_errors=True)
+
+
 class CVDir:
     """One task's cross-validation directory (see the module docstring)."""
 
@@ -112,8 +128,12 @@ class CVDir:
         and given the current ``config.yaml`` and ``run.json``."""
         cv = cls(Path(config.runs_dir) / f"{config.name}-cv-{config.train.task}")
         if create:
-            make_run_dir(config, f"cv-{config.train.task}", path=cv.path)
+            cv.record(config)
         return cv
+
+    def record(self, config: Config) -> None:
+        """Make the directory if needed and give it ``config.yaml`` and ``run.json`` (main process only)."""
+        make_run_dir(config, f"cv-{config.train.task}", path=self.path)
 
     def config(self) -> Config:
         """The configuration of the latest ``abaw cv`` call on this directory."""
@@ -123,6 +143,10 @@ class CVDir:
 
     def fold_dir(self, k: int) -> Path:
         return self.path / f"fold{k}"
+
+    def training_dir(self, k: int) -> Path:
+        """Where fold ``k`` trains, beside its directory, which it replaces once finished."""
+        return self.path / f"fold{k}.training"
 
     def done(self, k: int) -> dict | None:
         """Fold ``k``'s ``done.json`` (config hash, score, checkpoint), or None."""
@@ -144,22 +168,25 @@ class CVDir:
         return finished, stale
 
     def finish_fold(self, k: int, digest: str, features: str, checkpoint: Path, score: float,
-                    predictions: Predictions) -> None:
-        """Record fold ``k``: its out-of-fold predictions, then ``done.json`` (last, atomically)
-        with the configuration's hash and the digest of the features it read; every other
-        checkpoint of the fold and the now outdated summary are removed."""
+                    predictions: Predictions, *, trained: Path) -> None:
+        """Record fold ``k``, trained in ``trained`` (:meth:`training_dir`): its out-of-fold
+        predictions, then ``done.json`` (atomically) with the configuration's hash and the digest
+        of the features it read; every other checkpoint of the fold and the now outdated summary
+        are removed, and then ``trained`` takes the place of the fold's directory."""
         fold = self.fold_dir(k)
-        save_predictions(fold / "oof.npz", predictions)
-        for other in (fold / "checkpoints").glob("*.ckpt"):
+        save_predictions(trained / "oof.npz", predictions)
+        for other in (trained / "checkpoints").glob("*.ckpt"):
             if other.resolve() != checkpoint.resolve():
                 other.unlink()
+        # Relative to the CV directory as the fold will lie in it, wherever it was trained.
+        relative = f"{fold.name}/{checkpoint.resolve().relative_to(trained.resolve()).as_posix()}"
+        _write_json(trained / "done.json", {"config": digest, "features": features, "score": score,
+                                            "checkpoint": relative})
         for name in SUMMARY_FILES:
             (self.path / name).unlink(missing_ok=True)
         for old in self.path.glob("predictions-*.npz"):  # made by the models this fold replaces
             old.unlink()
-        relative = checkpoint.resolve().relative_to(self.path.resolve()).as_posix()
-        _write_json(fold / "done.json", {"config": digest, "features": features, "score": score,
-                                         "checkpoint": relative})
+        _replace_directory(fold, trained)
 
     def oof(self, k: int) -> Predictions:
         return load_predictions(self.fold_dir(k) / "oof.npz")

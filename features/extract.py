@@ -11,7 +11,6 @@ others go on.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from features.audio import FramePool
 from features.media import (FrameIndex, MediaError, audio_pieces, audio_samples, decode_frames, frame_index,
                             is_variable_frame_rate)
+from features.progress import ProgressLog
 from features.store import FeatureStore, TrackWriter
 
 Log = Callable[[str], None]
@@ -202,31 +202,6 @@ class _Chunks(Dataset):
             return index, rows, None, f"{type(e).__name__}: {e}"
 
 
-class _Progress:
-    def __init__(self, log: Log, total_tracks: int, total_rows: int, every: float = 10.0) -> None:
-        self.log, self.total_tracks, self.total_rows, self.every = log, total_tracks, total_rows, every
-        self.start = self.last = time.monotonic()
-        self.tracks = self.rows = 0
-        self.shown = False
-
-    def update(self, rows: int = 0, tracks: int = 0, force: bool = False) -> None:
-        self.rows += rows
-        self.tracks += tracks
-        now = time.monotonic()
-        if force or now - self.last >= self.every:
-            rate = self.rows / max(now - self.start, 1e-9)
-            eta = (self.total_rows - self.rows) / rate if rate > 0 else float("nan")
-            self.log(f"  {self.tracks}/{self.total_tracks} tracks, {self.rows}/{self.total_rows} frames, "
-                     f"{rate:.1f} frames/s, ETA {eta:.0f} s")
-            self.last, self.shown = now, True
-
-    def finish(self) -> None:
-        """The final count, for a run long enough to have shown progress (a short one's summary
-        line says it all)."""
-        if self.shown:
-            self.update(force=True)
-
-
 def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, device: torch.device,
                    num_workers: int = 0) -> Outcome:
     """Embed every row with an image of every job not yet complete in ``store``."""
@@ -246,7 +221,7 @@ def extract_visual(extractor, jobs: list[Job], store: FeatureStore, log: Log, de
     decoded = [accounts[job.id].get("decoded_frames") or 0 for job in todo]
     dataset = _Chunks(todo, decoded, make_preprocess(extractor.spec), extractor.spec.batch_size)
     pending = np.bincount([index for index, _ in dataset.items], minlength=len(todo))
-    progress = _Progress(log, len(todo), sum(len(rows) for _, rows in dataset.items))
+    progress = ProgressLog(log, len(todo), sum(len(rows) for _, rows in dataset.items))
     writers: dict[int, TrackWriter] = {}  # tracks with rows written, until they finish
 
     def writer_of(index: int) -> TrackWriter:
@@ -324,7 +299,7 @@ def extract_audio(extractor, jobs: list[Job], store: FeatureStore, log: Log) -> 
     outcome, todo = _pending(jobs, store, "audio", log)
     if not todo:
         return outcome
-    progress = _Progress(log, len(todo), sum(job.frames for job in todo))
+    progress = ProgressLog(log, len(todo), sum(job.frames for job in todo))
     by_video: dict[Path | None, list[Job]] = {}
     for job in todo:
         by_video.setdefault(job.video, []).append(job)

@@ -21,6 +21,7 @@ personalisation and video-level pooling use without reaching inside:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -196,6 +197,26 @@ def registered_models(level: str | None = None) -> list[str]:
     """Names of every registered model, or of those of one ``level``: ``frame`` (a row per
     frame out) or ``video`` (a row per video out)."""
     return sorted(name for name, factory in _MODELS.items() if level in (None, getattr(factory, "level", "frame")))
+
+
+# What the head building a model passes it (the streams, the task's output), never a configuration.
+SUPPLIED_ARGUMENTS = frozenset({"visual", "audio", "output_size", "activation"})
+
+
+def model_options(name: str) -> list[str] | None:
+    """The options a configuration may give registered model ``name``: its constructor's
+    keyword parameters, and those of the base constructors its ``**options`` go on to, but the
+    :data:`SUPPLIED_ARGUMENTS`; None when a factory takes any keyword at all (nothing to check)."""
+    factory = _MODELS[name]
+    constructors = ([vars(cls)["__init__"] for cls in factory.__mro__ if "__init__" in vars(cls)]
+                    if isinstance(factory, type) else [factory])
+    found: set[str] = set()
+    for constructor in constructors:
+        parameters = inspect.signature(constructor).parameters.values()
+        found |= {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return sorted(found - SUPPLIED_ARGUMENTS - {"self"})
+    return None
 
 
 def create_model(name: str, **overrides) -> FrameModel:

@@ -19,7 +19,8 @@ def test_defaults_yaml_and_overrides_merge_in_order(tmp_path):
 @pytest.mark.parametrize(
     "content, overrides, match",
     [
-        ("nmae: x\n", [], r"c\.yaml: Key 'nmae' not in 'Config'"),
+        ("nmae: x\n", [], r"c\.yaml:1: Key 'nmae' not in 'Config'; valid: name, seed, .*; did you mean 'name'\?"),
+        ("train:\n  epochs: 3\n  epoch: 4\n", [], r"c\.yaml:3: Key 'epoch' not in 'TrainConfig'.*did you mean 'epochs'\?"),
         ("", ["folds.k=abc"], r"override 'folds.k=abc'"),
         ("", ["folds.k"], "is not key=value"),
     ],

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
-import logging
 import math
 import os
-import sys
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,122 +14,22 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from abaw.config import Config, is_main_process
+from abaw.config import Config, ConfigError, check_config, is_main_process
+from abaw.config_checks import unknown
 from abaw.data import load_tracks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
 from abaw.tasks import Task, get_task
 from abaw.training.data import (WindowDataModule, WindowDataset, check_fresh, open_streams, prediction_windows,
                                 stream_statistics)
+from abaw.training.epochlog import EPOCH_LOG_EVERY, EpochLog, to_stderr
 from abaw.training.losses import class_weights, positive_weights
 from abaw.training.module import TaskModule
 
 Log = Callable[[str], None]
-
-# Seconds between two epoch lines: real epochs (minutes) get one line each, while the many
-# short fits of a cross-validation on the sample print one or two lines, even on a busy machine.
-EPOCH_LOG_EVERY = 30.0
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-class _NotAboutTheRun(logging.Filter):
-    """Drops Lightning's info messages that say nothing about the user's run: advertisements,
-    which accelerators the machine has, an internal step, and the max-epochs stop notice (the
-    epoch log already says "epoch 12/12"). Everything else Lightning says still comes through."""
-
-    PREFIXES = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:",
-                "Loading `train_dataloader` to estimate", "`Trainer.fit` stopped: `max_epochs=")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.PREFIXES)
-
-
-_QUIET = _NotAboutTheRun()
-
-
-def quiet_lightning() -> None:
-    """Silence the parts of Lightning's output that are not about the run (idempotent)."""
-    # rank_zero_info goes through whichever of these two loggers lightning_utilities was last
-    # pointed at; a filter on a logger sees only the records logged on it, so both get one.
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_QUIET)
-    # Its only info message is "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [...]", once per fit.
-    logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
-    # Lightning's own pytree helper builds torch's deprecated LeafSpec; nothing this project calls.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                            category=FutureWarning, module=r"lightning\.pytorch\.utilities\._pytree")
-
-
-# At import, so that spawned DDP workers, which import this module to unpickle EpochLog, are quiet too.
-quiet_lightning()
-
-
-class EpochLog(Callback):
-    """Logs ``<prefix> epoch 3/12: train loss 0.812, val/score 0.4123`` (the epoch's mean
-    training loss, the validation score after it) at most once every ``every`` seconds, and
-    the fit's last epoch unless ``last`` is False. The first line also carries ``context`` (what is trained on),
-    so that a fit shorter than ``every`` takes one line in all."""
-
-    def __init__(self, prefix: str, log: Log, every: float = EPOCH_LOG_EVERY, context: str = "",
-                 last: bool = True) -> None:
-        # Not ``self.log``: Lightning sets that attribute of every callback to the module's log().
-        self.prefix, self.write, self.every, self.context = prefix, log, every, context
-        self.last = last  # False: the caller reports the fit's end itself (cross-validation)
-        self.last_line: str | None = None
-        self._logged = True
-        self._last_time = 0.0
-        self._loss_sum: torch.Tensor | float = 0.0
-        self._batches = 0
-
-    def __getstate__(self) -> dict:
-        # Spawned DDP workers get a pickled copy: a closure does not pickle, and a worker's
-        # output goes to its own stderr anyway.
-        return {**self.__dict__, "write": _stderr}
-
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._last_time = time.monotonic()
-
-    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._loss_sum, self._batches = 0.0, 0
-
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch,
-                           batch_index: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            self._loss_sum = self._loss_sum + loss.detach()  # summed on the device: no sync per batch
-            self._batches += 1
-
-    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
-        parts = []
-        if self._batches:
-            parts.append(f"train loss {float(self._loss_sum) / self._batches:.3f}")
-        score = trainer.callback_metrics.get("val/score")
-        if score is not None:
-            parts.append(f"val/score {float(score):.4f}")
-        self.last_line = (f"{self.prefix} epoch {trainer.current_epoch + 1}{f'/{epochs}' if epochs else ''}: "
-                          f"{', '.join(parts) or 'no batches'}")
-        self._logged = False
-        if time.monotonic() - self._last_time >= self.every:
-            self._emit()
-
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.last and not self._logged:
-            self._emit()
-
-    def _emit(self) -> None:
-        self.write(f"{self.last_line} ({self.context})" if self.context else self.last_line)
-        self._logged, self._last_time, self.context = True, time.monotonic(), ""
-
-
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
@@ -164,26 +61,68 @@ def loss_weights(task: Task, tracks: list[Track], clip: float) -> torch.Tensor |
     return None
 
 
+def new_module(config: Config, kinds: dict[str, tuple[str, int]]) -> TaskModule:
+    """The LightningModule of ``config.train`` (a video-level task's, :mod:`abaw.training.video`,
+    for EMI and A/H) on streams of ``kinds`` (label -> (modality, dim)), before training
+    statistics are set."""
+    t = config.train
+    task = get_task(t.task)
+    optim = {"lr": t.lr, "weight_decay": t.weight_decay, "warmup_fraction": t.warmup_fraction}
+    if task.level == "video":
+        from abaw.training.video import VideoTaskModule
+
+        return VideoTaskModule(task.name, kinds, dict(t.model), None,
+                               {"mse": t.emi_mse, "pearson": t.emi_pearson, "balance": t.balance}, optim)
+    return TaskModule(task.name, kinds, dict(t.model), dict(t.fallback) if t.fallback else None,
+                      {"label_smoothing": t.label_smoothing, "mse": t.va_mse, "balance": t.balance}, optim)
+
+
 def build_module(config: Config, streams: dict, train_set: WindowDataset) -> tuple[TaskModule, dict]:
     """The LightningModule with training-split statistics and loss weights set, and the
     statistics; a video-level task's (:mod:`abaw.training.video`) for EMI and A/H."""
     t = config.train
     task = get_task(t.task)
-    optim = {"lr": t.lr, "weight_decay": t.weight_decay, "warmup_fraction": t.warmup_fraction}
-    kinds = {k: (s.modality, s.dim) for k, s in streams.items()}
+    module = new_module(config, {k: (s.modality, s.dim) for k, s in streams.items()})
     if task.level == "video":
-        from abaw.training.video import VideoTaskModule, video_loss_weights
+        from abaw.training.video import video_loss_weights
 
-        module = VideoTaskModule(task.name, kinds, dict(t.model), None,
-                                 {"mse": t.emi_mse, "pearson": t.emi_pearson, "balance": t.balance}, optim)
         weights = video_loss_weights(task, train_set.tracks)
     else:
-        module = TaskModule(task.name, kinds, dict(t.model), dict(t.fallback) if t.fallback else None,
-                            {"label_smoothing": t.label_smoothing, "mse": t.va_mse, "balance": t.balance}, optim)
         weights = loss_weights(task, train_set.tracks, t.au_pos_weight_max)
     stats = stream_statistics(train_set, l2=t.model.get("l2", True), seed=config.seed)
     module.set_training_statistics(stats, weights)
     return module, stats
+
+
+# The Trainer arguments train() sets itself: train.trainer may not give them.
+TRAINER_SET = frozenset({"max_epochs", "deterministic", "default_root_dir", "callbacks", "logger",
+                         "enable_progress_bar", "enable_model_summary", "log_every_n_steps", "num_sanity_val_steps"})
+
+
+def check_fit(config: Config, streams: dict) -> None:
+    """Build what a fit builds before its first step (the head and the fallback MLP on the
+    widths of the ``train.features`` among ``streams``, the Trainer's arguments) and raise what
+    fails as a :class:`~abaw.config.ConfigError`: training calls it before it writes anything,
+    and cross-validation before it touches a fold, so a configuration error costs no work.
+
+    Raises:
+        ConfigError: a value :func:`~abaw.config.check_config` refuses, a model or fallback
+            block that cannot be built (an option of the wrong type), or a ``train.trainer`` key
+            ``lightning.Trainer`` does not take or that training sets itself.
+    """
+    check_config(config)
+    read = {k: (s.modality, s.dim) for k, s in streams.items() if k in config.train.features}  # as a fit opens them
+    try:
+        new_module(config, read)
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"train.model / train.fallback: the head cannot be built: {e}") from None
+    valid = [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
+    for key in config.train.trainer:
+        if key in TRAINER_SET:
+            raise ConfigError(f"train.trainer.{key}: set by abaw itself (train.epochs, train.deterministic, ...), "
+                              "not through train.trainer")
+        if key not in valid:
+            raise ConfigError(f"train.trainer.{key}: {unknown('lightning.Trainer argument', key, valid)}")
 
 
 def training_windows(tracks: list[Track], streams: dict, window: int) -> WindowDataset:
@@ -226,12 +165,13 @@ def train(config: Config, run_dir: Path | Callable[[], Path], fold: int | None =
     trains ``train.epochs`` epochs and the last checkpoint is the result, so nothing about the
     held-out frames chooses the model.
     """
-    log = log or _stderr
+    log = log or to_stderr
     t = config.train
     task = get_task(t.task)
     prefix = f"{task.name.upper()}{'' if fold is None else f' fold {fold}'}"
     L.seed_everything(config.seed, workers=True, verbose=False)
     train_set, val_set = build_datasets(config, fold)
+    check_fit(config, train_set.streams)
     module, stats = build_module(config, train_set.streams, train_set)
     main = is_main_process()
     if callable(run_dir):
