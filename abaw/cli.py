@@ -123,7 +123,7 @@ def _cv(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, list(args.overrides))
     task = get_task(config.train.task)
-    if task.dataset == "affwild2" and is_main_process():  # said now, not after the folds have trained
+    if task.template_key and is_main_process():  # said now, not after the folds have trained
         from abaw.data import affwild2
 
         missing = affwild2.missing_template(affwild2.find_layout(config.data.root), task)

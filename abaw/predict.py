@@ -93,7 +93,7 @@ def chosen_personalisation(summary: dict | None, log, where: Path | None = None)
 def _no_tracks(root: str | Path, task: Task, split: str) -> str:
     """Why ``split`` has no tracks of ``task``: for an Aff-Wild2 test set without a template,
     where the template was looked for and under which names."""
-    if split == "test" and task.dataset == "affwild2":
+    if split == "test" and task.template_key:  # a task whose test rows come from a template
         missing = affwild2.missing_template(affwild2.find_layout(root), task)
         if missing is not None:
             return missing
