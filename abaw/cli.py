@@ -118,7 +118,7 @@ def _train(args: argparse.Namespace) -> int:
 def _cv(args: argparse.Namespace) -> int:
     from abaw.config import load_config
     from abaw.cv import run_cv
-    from abaw.rundir import SOURCES
+    from abaw.config import SOURCES
     from abaw.videocv import run_video_cv
 
     config = load_config(args.config, list(args.overrides))

@@ -152,6 +152,11 @@ class TrainConfig:
     trainer: dict[str, Any] = field(default_factory=lambda: {"accelerator": "cpu", "devices": 1})
 
 
+# The prediction sources of a track's arrays that a CV run scores (``cv.primary``,
+# ``cv.secondary``), and what reports call them.
+SOURCES = {"fusion": "trained head", "fallback": "fallback MLP", "emotion_logits": "pretrained logits"}
+
+
 @dataclass(frozen=True)
 class CVConfig:
     """Cross-validation and post-processing (``abaw cv``).
@@ -261,7 +266,7 @@ def load_config(path: str | Path | list | None = None, overrides: list[str] | No
             raise ConfigError(f"override {override!r}: {_message(e)}") from None
         sources.append((override, layer))
     config = OmegaConf.to_object(merged)
-    problems = config_problems(config)
+    problems = config_problems(config, SOURCES)
     if problems:  # named where the last file or override that set the key did
         key, problem = problems[0]
         setters = [source for source, layer in sources if OmegaConf.select(layer, key, default=None) is not None]
@@ -272,7 +277,7 @@ def load_config(path: str | Path | list | None = None, overrides: list[str] | No
 def check_config(config: Config) -> None:
     """:func:`abaw.config_checks.config_problems` of a configuration built in code (a loaded one
     has passed them), raised as the first one's :class:`ConfigError`."""
-    problems = config_problems(config)
+    problems = config_problems(config, SOURCES)
     if problems:
         key, problem = problems[0]
         raise ConfigError(f"{key}: {problem}")

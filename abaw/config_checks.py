@@ -3,7 +3,7 @@ blocks (free-form mappings handed to a model's constructor) and the ``cv`` predi
 and where in a YAML file a key is written, so that an error names the file and the line.
 
 Apart from :mod:`abaw.config` because the checks read the model registry (:mod:`fusion`, which
-imports torch) and the prediction sources (:mod:`abaw.rundir`), which import the configuration.
+imports torch), which imports the configuration.
 """
 
 from __future__ import annotations
@@ -11,12 +11,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import yaml
-
-if TYPE_CHECKING:
-    from abaw.config import Config
 
 
 def did_you_mean(word: object, valid: Iterable[object]) -> str:
@@ -60,12 +57,12 @@ def key_line(path: Path, key: str) -> int | None:
     return line
 
 
-def config_problems(config: Config) -> list[tuple[str, str]]:
-    """``(dotted key, problem)`` of every value that would fail only once a run has started:
-    a model or fallback option its constructor does not take (found on its keyword
-    parameters), a model unknown or of the other level (frame-wise or video-level) than the
-    task's, and an unknown ``cv.primary`` / ``cv.secondary`` prediction source."""
-    from abaw.rundir import SOURCES
+def config_problems(config: Any, sources: Iterable[str]) -> list[tuple[str, str]]:
+    """``(dotted key, problem)`` of every value of ``config`` (an :class:`abaw.config.Config`,
+    not imported: that module imports this one) that would fail only once a run has started: a
+    model or fallback option its constructor does not take (found on its keyword parameters), a
+    model unknown or of the other level (frame-wise or video-level) than the task's, and a
+    ``cv.primary`` / ``cv.secondary`` that is none of the prediction ``sources``."""
     from abaw.tasks import TASKS
     from fusion.models import model_options, registered_models
 
@@ -92,7 +89,7 @@ def config_problems(config: Config) -> list[tuple[str, str]]:
                                                       f"{stream!r} is not in train.features ({', '.join(features)})"
                                                       f"{did_you_mean(stream, features)}"))
         problems += _option_problems("train.fallback", fallback, "the fallback MLP", ["stream"], model_options("mlp"))
-    sources = list(SOURCES)
+    sources = list(sources)
     if config.cv.primary not in sources:
         problems.append(("cv.primary", unknown("prediction source", config.cv.primary, sources)))
     elif config.cv.primary == "fallback" and config.train.fallback is None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from abaw.config import Config, ConfigError, is_main_process
+from abaw.config import SOURCES, Config, ConfigError, is_main_process
 from abaw.data import resolve_tasks
 from abaw.data.records import DataError, Track
 from abaw.folds import absent_from_training, absent_lines, ensure_folds
@@ -33,7 +33,7 @@ from abaw.personalise import (METHODS, LinearView, SourceBank, build_source, par
                               views_of_rows)
 from abaw.postprocess import PostParams, TrackOutput, apply, tune
 from abaw.report import write_report
-from abaw.rundir import SOURCES, CVDir, config_hash, source_values
+from abaw.rundir import CVDir, config_hash, source_values
 from abaw.tasks import Task, get_task
 from abaw.training.data import check_fresh, features_digest, head_features, open_streams
 from abaw.training.losses import decide

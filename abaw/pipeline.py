@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from abaw.baseline import constant_rows, trivial_values
-from abaw.config import Config, is_main_process, load_config, make_run_dir
+from abaw.config import SOURCES, Config, is_main_process, load_config, make_run_dir
 from abaw.cv import run_cv
 from abaw.data import frame_level, resolve_tasks
 from abaw.data.records import DataError
@@ -26,7 +26,6 @@ from abaw.folds import ensure_folds
 from abaw.inspection import format_report, inspect_root
 from abaw.metrics import score
 from abaw.predict import predict
-from abaw.rundir import SOURCES
 from abaw.submit import submit
 from abaw.tasks import TASKS, Task, get_task
 from abaw.training.train import wait_for_main, wait_timeout

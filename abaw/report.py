@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only; no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from abaw.rundir import SOURCES  # noqa: E402
+from abaw.config import SOURCES  # noqa: E402
 from abaw.tasks import Task  # noqa: E402
 
 

@@ -42,10 +42,6 @@ Predictions = dict[str, dict[str, np.ndarray]]
 SUMMARY_FILES = ("postprocess.json", "cv.json", "report.md")
 
 
-# The prediction sources of a track's arrays that a CV run scores, and what reports call them.
-SOURCES = {"fusion": "trained head", "fallback": "fallback MLP", "emotion_logits": "pretrained logits"}
-
-
 def source_values(prediction: dict[str, np.ndarray], name: str | None) -> np.ndarray | None:
     """(T, K) probabilities (or values) of one source of a track's predictions: ``fusion``
     (the trained head), ``fallback`` (its MLP), ``emotion_logits`` (a pretrained classifier's
