@@ -366,7 +366,7 @@ def run_extract(config: Config, log: Log | None = None) -> int:
         raise ValueError("no extractors configured (extract.features is empty)")
     missing = missing_weights(config)
     if missing:
-        raise ConfigError("model weights not found (nothing is downloaded at run time; see the README section "
+        raise ConfigError("model weights not found (nothing is downloaded at run time; see docs/data-layouts.md, "
                           "'Weights for offline use'):\n  " + "\n  ".join(missing))
     extract = config.extract
     rank, world, device, fabric = 0, 1, None, None

@@ -184,4 +184,5 @@ def own_data_tip(root: Path) -> str | None:
     if not is_sample(root):
         return None
     return ("your own data: put it under data/abaw/ (README, 'Real data'), check it with abaw inspect data/abaw, "
-            "then abaw run configs/real/run.yaml")
+            "then abaw run configs/recipes/offline/run.yaml (weights that ship with the install) "
+            "or configs/real/run.yaml")
