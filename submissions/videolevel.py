@@ -24,7 +24,7 @@ from abaw.data.annotations import decode_lines, read_bytes
 from abaw.data.records import DataError
 from abaw.data.videolevel import video_stem
 from abaw.tasks import AH, EMI, Task
-from submissions.writer import _atomic_write
+from submissions.writer import atomic_write
 
 AH_HEADERS = (("video_path", "pred"), ("video_path", "p0", "p1", "pred"))
 
@@ -181,5 +181,5 @@ def _write_checked(path: Path, task: Task, videos: list[str], text: str) -> Path
     """Parse ``text`` as the reader will (so the writer and the reader can never disagree),
     check it against ``videos``, then write it atomically."""
     check_videos(task, videos, parse_video_submission(text.splitlines(), path, task), path)
-    _atomic_write(path, text)
+    atomic_write(path, text)
     return path

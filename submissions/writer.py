@@ -32,7 +32,7 @@ def _check_values(task: Task, rows: dict[str, TrackRows], target: Path) -> None:
                 raise DataError(target, f"track {track} frame {track_rows.frames[i]}: {e.problem.message}") from None
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and move it into place when complete.
 
     The temporary file is made by open(), not tempfile (whose files are private, 0600), so a
@@ -67,7 +67,7 @@ def write_task_file(path: str | Path, task: Task, expected: dict[str, np.ndarray
     for track, track_rows in rows.items():
         for frame, values in zip(track_rows.frames, track_rows.values):
             out.append(",".join([f"{track}/{frame:05d}.jpg", *_format_values(task, values)]))
-    _atomic_write(path, "\n".join(out) + "\n")
+    atomic_write(path, "\n".join(out) + "\n")
 
 
 def write_dvd_folder(folder: str | Path, expected: dict[str, np.ndarray], rows: dict[str, TrackRows],
@@ -84,7 +84,7 @@ def write_dvd_folder(folder: str | Path, expected: dict[str, np.ndarray], rows: 
     for video, track_rows in rows.items():
         lines = [(headers or {}).get(video, ",".join(VD.submission_header))]
         lines += [f"{frame},{int(v[0])}" for frame, v in zip(track_rows.frames, track_rows.values)]
-        _atomic_write(folder / f"{video}.csv", "\n".join(lines) + "\n")
+        atomic_write(folder / f"{video}.csv", "\n".join(lines) + "\n")
         written.append(folder / f"{video}.csv")
     return written
 
@@ -101,6 +101,6 @@ def write_per_track(folder: str | Path, task: Task, expected: dict[str, np.ndarr
         if not np.array_equal(track_rows.frames, np.arange(1, len(track_rows.frames) + 1)):
             raise DataError(folder, f"track {track}: the per-track format needs frames 1..T in order")
         lines = [",".join(task.labels)] + [",".join(_format_values(task, v)) for v in track_rows.values]
-        _atomic_write(folder / f"{track}.txt", "\n".join(lines) + "\n")
+        atomic_write(folder / f"{track}.txt", "\n".join(lines) + "\n")
         written.append(folder / f"{track}.txt")
     return written

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from abaw.data import affwild2, sample, sample_render
+from abaw import sample
+from abaw.data import affwild2
+from abaw.sample import render as sample_render
 from abaw.data.records import DataError
 from abaw.tasks import AFFWILD2_TASKS, EXPR, EXPR_CLASSES, VD
 

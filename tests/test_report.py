@@ -33,13 +33,13 @@ def summary_and_pooled(task, secondary):
 ])
 def test_the_confusion_matrix_names_the_source_of_its_decisions(tmp_path, monkeypatch, task, secondary, source):
     titles = {}
-    save = report._save
+    save = report.save_figure
 
     def keep_title(figure, path):
         titles[path.name] = figure.axes[0].get_title()
         return save(figure, path)
 
-    monkeypatch.setattr(report, "_save", keep_title)
+    monkeypatch.setattr(report, "save_figure", keep_title)
     summary, pooled, per_fold = summary_and_pooled(task, secondary)
     text = report.write_report(task, tmp_path, summary, pooled, per_fold).read_text()
     assert titles["confusion.png"] == f"Post-processed decisions: {source}\nheld-out frames of every fold"

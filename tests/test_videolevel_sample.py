@@ -84,7 +84,7 @@ def test_ah_participants_own_several_videos_with_timed_transcripts(sample_root, 
 
 
 def test_same_seed_same_video_level_bytes(tmp_path):
-    from abaw.data.sample_videos import write_video_datasets
+    from abaw.sample.videos import write_video_datasets
 
     first, second = {}, {}
     write_video_datasets(tmp_path / "a", np.random.SeedSequence(5), first, lambda m: None)

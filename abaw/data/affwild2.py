@@ -70,7 +70,7 @@ def _listing(folder: Path) -> list[Path]:
         raise os_error(folder, e, "folder") from None
 
 
-def _child_dirs(folder: Path) -> list[Path]:
+def child_dirs(folder: Path) -> list[Path]:
     return [p for p in _listing(folder) if p.is_dir()]
 
 
@@ -89,7 +89,7 @@ def has_layout(root: str | Path) -> bool:
 
 
 def _find_annotations(root: Path) -> Path | None:
-    for child in _child_dirs(root):
+    for child in child_dirs(root):
         if child.name.lower() in ("annotations", "abaw annotations", "abaw_annotations"):
             return child
     return None
@@ -105,7 +105,7 @@ def find_layout(root: str | Path) -> AffWild2Layout:
     if not given.is_dir():
         raise DataError(given, message="dataset root not found")
     # A root holding both datasets (as the sample does) has Aff-Wild2 one level down.
-    candidates = [given] + [d for d in _child_dirs(given) if d.name.lower().replace("-", "") == "affwild2"]
+    candidates = [given] + [d for d in child_dirs(given) if d.name.lower().replace("-", "") == "affwild2"]
     root = next((c for c in candidates if is_affwild2_root(c)), None)
     if root is None:
         raise DataError(given, message="no 'annotations' (or 'ABAW Annotations') or 'cropped_aligned' folder")
@@ -113,7 +113,7 @@ def find_layout(root: str | Path) -> AffWild2Layout:
         root=root,
         annotations=_find_annotations(root),
         crops=root / "cropped_aligned" if (root / "cropped_aligned").is_dir() else None,
-        test_lists=next((d for d in _child_dirs(root) if testfiles.is_lists_folder(d.name)), None),
+        test_lists=next((d for d in child_dirs(root) if testfiles.is_lists_folder(d.name)), None),
     )
     entries = _listing(root)
     for folder in (p for p in entries if p.is_dir()):
@@ -277,7 +277,7 @@ def load_tracks(
     # A root without this task's annotation folder simply has no labelled tracks of it: teams
     # often hold one task alone. `abaw inspect` reports which tasks are present.
     try:
-        split_dirs = _child_dirs(task_dir) if task_dir is not None else []
+        split_dirs = child_dirs(task_dir) if task_dir is not None else []
     except DataError as e:
         fail(e)
         split_dirs = []

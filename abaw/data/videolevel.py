@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from abaw.data.affwild2 import _child_dirs, index_videos
+from abaw.data.affwild2 import child_dirs, index_videos
 from abaw.data.records import DataError, Problem, VideoTrack
 from features.containers import is_video_container
 
@@ -24,7 +24,7 @@ def find_dataset_root(root: str | Path, is_root: Callable[[Path], bool], expecte
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "dataset root not found")
-    for candidate in [root, *_child_dirs(root)]:
+    for candidate in [root, *child_dirs(root)]:
         if is_root(candidate):
             return candidate
     raise DataError(root, f"no {expected} here or one level down")

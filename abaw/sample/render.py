@@ -1,6 +1,6 @@
 """Drawing, sound synthesis and encoding for the procedural sample dataset.
 
-`abaw.data.sample` decides *what* happens in every frame (expression parameters, head motion,
+`abaw.sample` decides *what* happens in every frame (expression parameters, head motion,
 violent or calm scene); this module turns those numbers into pixels, samples and files:
 `encode_faces` writes an Aff-Wild2-style video and its aligned crops, `render_clip` a DVD-style
 scene. All drawing is plain PIL on small frames so a whole dataset renders in seconds on two

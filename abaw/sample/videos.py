@@ -1,7 +1,7 @@
 """The video-level parts of the sample dataset: EMI (Hume-Vidmimic2 layout) and A/H (BAH layout).
 
-Each video shows one drawn person (``sample_render.draw_face``, encoded with its voice by
-``sample_render.encode_faces``) and its labels follow what is drawn and heard:
+Each video shows one drawn person (``render.draw_face``, encoded with its voice by
+``render.encode_faces``) and its labels follow what is drawn and heard:
 
 - EMI: every video has six intensities in [0, 1]; the face is their mix of six expression
   targets, each with a feature of its own (Joy: corners up and cheeks; Amusement: the jaw
@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from abaw.data import sample_render as render
-from abaw.data.sample import _head_motion, _smooth, _splits, _write_text
+from abaw.sample import render
+from abaw.sample.affwild2 import write_text
+from abaw.sample.face import head_motion, smooth
+from abaw.sample.plan import draw_splits
 from abaw.tasks import EMI
 
 EMI_VIDEOS = {"train": 24, "validation": 8, "test": 6}
@@ -112,7 +114,7 @@ def _intensities(rng: np.random.Generator) -> np.ndarray:
 
 def _write_emi(root: Path, seed: np.random.SeedSequence, say: Callable[[str], None]) -> dict:
     rng = np.random.default_rng(seed)
-    splits = _splits(rng, EMI_VIDEOS["train"] + EMI_VIDEOS["validation"], EMI_VIDEOS["validation"], EMI_VIDEOS["test"])
+    splits = draw_splits(rng, EMI_VIDEOS["train"] + EMI_VIDEOS["validation"], EMI_VIDEOS["validation"], EMI_VIDEOS["test"])
     ids = sorted(int(i) for i in rng.choice(np.arange(1, 100000), size=len(splits), replace=False))
     rows: dict[str, list[str]] = {split: [] for split in EMI_VIDEOS}
     truth = {}
@@ -128,10 +130,10 @@ def _write_emi(root: Path, seed: np.random.SeedSequence, say: Callable[[str], No
         say(f"EMI video {index + 1}/{len(splits)}: {number}")
         labels = _intensities(video_rng)
         fps, n = _frames(video_rng, EMI_SECONDS)
-        onset = _smooth(np.clip((np.arange(n) - 0.2 * n) / (0.2 * n), 0.0, 1.0), 2)  # mimicry starts late
-        params = onset[:, None] * (labels @ _EMI_TARGETS)[None] + _smooth(video_rng.normal(0.0, 0.06, (n, 8)), 3)
+        onset = smooth(np.clip((np.arange(n) - 0.2 * n) / (0.2 * n), 0.0, 1.0), 2)  # mimicry starts late
+        params = onset[:, None] * (labels @ _EMI_TARGETS)[None] + smooth(video_rng.normal(0.0, 0.06, (n, 8)), 3)
         lively = labels[EMI.labels.index("Excitement")] + 0.5 * labels[EMI.labels.index("Amusement")]
-        motion = _head_motion(video_rng, np.full(n, 0.15 + 0.8 * lively), float(fps))
+        motion = head_motion(video_rng, np.full(n, 0.15 + 0.8 * lively), float(fps))
         arousal = -0.6 + 1.5 * onset * lively + video_rng.normal(0.0, 0.05, n)
         person = (render.Look.random(person_rng), render.FaceStyle.random(person_rng))
         frames = _encode(root / "raw" / f"{number}.mp4", person_rng, params, motion, arousal, fps, person)
@@ -140,7 +142,7 @@ def _write_emi(root: Path, seed: np.random.SeedSequence, say: Callable[[str], No
                               "labels": labels.tolist(), "person": int(who[index])}
     header = ",".join(EMI.submission_header)
     for split, name in (("train", "train_split.csv"), ("validation", "valid_split.csv"), ("test", "test_split.csv")):
-        _write_text(root / name, ["Filename" if split == "test" else header, *rows[split]])
+        write_text(root / name, ["Filename" if split == "test" else header, *rows[split]])
     return {"videos": truth, "splits": {split: len(r) for split, r in rows.items()}}
 
 
@@ -170,8 +172,8 @@ def _answer(rng: np.random.Generator, n: int, fps: float, segments: list[tuple[f
     steady = _SMILE * rng.uniform(0.2, 0.6) if rng.random() < 0.6 else _FROWN * rng.uniform(0.1, 0.3)
     swing = np.sign(np.sin(2.0 * math.pi * times / rng.uniform(0.6, 0.9) + rng.uniform(0, 6)))
     target = np.where(inside[:, None], np.where(swing[:, None] > 0, _SMILE, _FROWN), steady)
-    params = _smooth(target, 2) + _smooth(rng.normal(0.0, 0.05, target.shape), 2)
-    motion = _head_motion(rng, np.full(n, 0.2), fps)
+    params = smooth(target, 2) + smooth(rng.normal(0.0, 0.05, target.shape), 2)
+    motion = head_motion(rng, np.full(n, 0.2), fps)
     motion[:, 0] += np.where(inside, 0.12 * np.sin(2.0 * math.pi * 2.0 * times), 0.0)  # the head shakes
     speaking = np.where(inside, np.sin(2.0 * math.pi * times / 0.7) > 0.2, True)  # stop and start
     arousal = np.where(speaking, rng.uniform(-0.1, 0.3), -1.0) + rng.normal(0.0, 0.05, n)
@@ -211,7 +213,7 @@ def _ah_labels(rng: np.random.Generator, splits: list[str], propensity: np.ndarr
 def _write_bah(root: Path, seed: np.random.SeedSequence, say: Callable[[str], None]) -> dict:
     rng = np.random.default_rng(seed)
     counts = BAH_PARTICIPANTS
-    splits = _splits(rng, counts["train"] + counts["validation"], counts["validation"], counts["test"])
+    splits = draw_splits(rng, counts["train"] + counts["validation"], counts["validation"], counts["test"])
     pids = [f"{int(p)}" for p in sorted(rng.choice(np.arange(1000, 10000), size=len(splits), replace=False))]
     propensity = rng.beta(1.5, 2.0, len(splits))  # how often each participant shows A/H
     questions = rng.integers(QUESTIONS[0], QUESTIONS[1] + 1, len(splits))
@@ -240,7 +242,7 @@ def _write_bah(root: Path, seed: np.random.SeedSequence, say: Callable[[str], No
         frames = _encode(root / "Videos" / relative, person_rng, params, motion, arousal, fps, person)
         spoken = _transcript(video_rng, duration, segments)
         text = "".join(s["text"] for s in spoken).strip()
-        _write_text(root / "transcription" / f"{stem}.json",
+        write_text(root / "transcription" / f"{stem}.json",
                     [json.dumps({"text": f" {text}", "segments": spoken, "language": "en"})])
         lines[split].append(f"{relative},{'' if split == 'test' else label},{text}")
         if split != "test":  # the test labels are withheld
@@ -249,7 +251,7 @@ def _write_bah(root: Path, seed: np.random.SeedSequence, say: Callable[[str], No
         truth[stem] = {"split": split, "participant": pid, "path": f"BAH/Videos/{relative}", "fps": float(fps),
                        "frames": frames, "label": label, "segments": [list(s) for s in segments]}
     for split, name in files.items():
-        _write_text(root / "split" / name, lines[split])
-    _write_text(root / "video_annotation_transcript.yaml",
+        write_text(root / "split" / name, lines[split])
+    write_text(root / "video_annotation_transcript.yaml",
                 yaml.safe_dump(annotations, sort_keys=True, allow_unicode=True).splitlines())
     return {"videos": truth, "participants": dict(zip(pids, splits))}
