@@ -19,7 +19,7 @@ AFFWILD2_SPLIT_DIRS = {"train": "Train_Set", "validation": "Validation_Set"}
 def _rows(rng: np.random.Generator, task: Task, labels: Labels, person: Person, lines: int,
           decimals: int) -> list[str]:
     """Annotation body lines of one face for one task, invalid codes written where planned."""
-    if task.name == "expr":
+    if task.kind == "multiclass":  # EXPR
         return [str(int(c)) for c in labels.expr[:lines]]
     invalid = np.zeros(lines, bool)
     kind = person.invalid.get(task.name)
@@ -27,7 +27,7 @@ def _rows(rng: np.random.Generator, task: Task, labels: Labels, person: Person, 
         length = max(2, lines // 6)
         start = int(rng.integers(0, lines - length))
         invalid[start:start + length] = True
-    if task.name == "au":
+    if task.kind == "multilabel":  # AU
         invalid_row = ",".join(["-1"] * len(AU_NAMES))
         return [invalid_row if bad else ",".join(map(str, row)) for row, bad in zip(labels.au, invalid)]
     bad_v = invalid & (kind in ("both", "valence"))
@@ -107,12 +107,12 @@ def _count_valid(task: Task, rows: list[str], entry: dict) -> None:
     """Add the valid counts (and EXPR class counts) of written rows to a manifest entry."""
     values = np.array([[float(v) for v in row.split(",")] for row in rows])
     invalid = values == task.invalid
-    if task.name == "va":
+    if task.kind == "regression":  # VA: a valid count per dimension
         entry["valid"] = [a + int(b) for a, b in zip(entry.get("valid", [0, 0]), (~invalid).sum(axis=0))]
         return
     valid = ~invalid.all(axis=1)
     entry["valid"] = entry.get("valid", 0) + int(valid.sum())
-    if task.name == "expr":
+    if task.kind == "multiclass":  # EXPR
         counts = np.bincount(values[valid, 0].astype(int), minlength=len(EXPR_CLASSES))
         previous = entry.get("class_counts", [0] * len(EXPR_CLASSES))
         entry["class_counts"] = [a + int(b) for a, b in zip(previous, counts)]

@@ -179,7 +179,7 @@ def _assign_invalid(rng: np.random.Generator, videos: list[Video]) -> None:
         faces = [p for v in videos if v.split != "test" for p in v.persons if task.name in p.tasks]
         picked = rng.permutation(len(faces))[:max(2, round(0.35 * len(faces)))]
         for k, i in enumerate(picked):
-            kinds = ("valence", "both", "arousal") if task.name == "va" else ("rows",)
+            kinds = ("valence", "both", "arousal") if task.kind == "regression" else ("rows",)  # VA per value
             faces[i].invalid[task.name] = kinds[k % len(kinds)]
 
 
