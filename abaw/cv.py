@@ -16,7 +16,6 @@ the score of the method kept is a selected figure (see :func:`personalised_postp
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from abaw.personalise import (METHODS, LinearView, SourceBank, build_source, par
 from abaw.postprocess import PostParams, TrackOutput, apply, tune
 from abaw.report import write_report
 from abaw.rundir import CVDir, config_hash, source_values
+from abaw.runtime import stderr_log
 from abaw.tasks import Task, get_task
 from abaw.training.data import check_fresh, features_digest, head_features, open_streams
 from abaw.training.losses import decide
@@ -84,7 +84,7 @@ def run_folds(config: Config, folds_to_run: list[int] | None = None, log=None) -
     multi-device prediction: no rank waits in the next fit's collectives, whose timeout a
     held-out fold of real length predicted by rank 0 alone could run past.
     """
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or stderr_log
     task = resolve_tasks(config.data.root, [config.train.task])[0]
     # Everything a fit builds first is built here, before the CV directory is touched: a typo
     # costs no finished fold.
@@ -153,7 +153,7 @@ def summarise(config: Config, cv: CVDir, log=None, features: str | None = None) 
     for their embeddings, and its training tracks too when a listed method uses a source bank
     (``cap``). When a method is kept (:func:`personalised_postprocess`), ``postprocess.json``
     is tuned on the personalised out-of-fold predictions."""
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or stderr_log
     task = get_task(config.train.task)
     folds, tracks = ensure_folds(config.data.root, task.dataset, config.folds_path, k=config.folds.k,
                                  seed=config.folds.seed)
@@ -484,7 +484,7 @@ def _score(task: Task, labels, decisions, valid) -> float:
 def run_cv(config: Config, folds_to_run: list[int] | None = None, log=None) -> tuple[Path, dict | None]:
     """``abaw cv``: the requested folds, then the summary once every fold is finished under
     this configuration (folds finished under another one are named in the log)."""
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or stderr_log
     unknown = [m for m in config.cv.personalise if m not in METHODS or m == "none"]
     if unknown:  # refused before any fold trains, not after
         raise ConfigError(f"cv.personalise: unknown method(s) {', '.join(map(str, unknown))}; valid: "

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from abaw.data import VIDEO_READERS, affwild2, dataset_folder, dataset_key, load
 from abaw.data.records import Problem
 from abaw.faces import FaceFinder, FaceTrack, face_store, faces_hash, fill_face_store, read_faces
 from abaw.inspection import uncropped_warnings
+from abaw.runtime import Log, pick_device, stderr_log
 from abaw.tasks import AFFWILD2_TASKS, VD, dataset_tasks
 from features.extract import (FACE_SOURCES, Job, Outcome, accounting_table, audio_states, extract_audio,
                               extract_text, extract_visual)
@@ -31,7 +31,6 @@ from features.specs import create_extractor, make_spec
 from features.tracking import TrackerSpec, read_overrides
 from features.store import FeatureStore
 
-Log = Callable[[str], None]
 
 
 def stale_tracks(config: Config, dataset: str, streams: dict, tracks: list) -> list[str]:
@@ -242,13 +241,6 @@ def configured_faces(config: Config, dataset: str) -> set[str]:
     return {face_source(config, dataset, label) for label in labels} or {face_source(config, dataset)}
 
 
-def pick_device(accelerator: str) -> torch.device:
-    """cuda when asked for or available under ``auto``, else cpu."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
 def extract_all(config: Config, log: Log, rank: int = 0, world: int = 1,
                 device: torch.device | None = None) -> dict[str, tuple[FeatureStore, Outcome]]:
     """Extract every configured feature for this rank's share of the tracks of the datasets
@@ -361,7 +353,7 @@ def launched_world(devices: int, num_nodes: int) -> tuple[int, int]:
 
 def run_extract(config: Config, log: Log | None = None) -> int:
     """Run extraction (distributed when configured); 1 if any track failed."""
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or stderr_log
     if not config.extract.features:
         raise ValueError("no extractors configured (extract.features is empty)")
     missing = missing_weights(config)

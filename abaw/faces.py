@@ -27,17 +27,16 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from abaw.data.affwild2 import video_files
 from abaw.data.records import Problem
+from abaw.runtime import Log, stderr_log
 from features.containers import VIDEO_CONTAINERS
 from features.faces import DetectorSpec, VideoDetections, create_detector, detect_video
 from features.media import MediaError, frame_index
@@ -46,7 +45,6 @@ from features.store import FeatureStore
 from features.tracking import (Identity, Override, OverrideError, TrackerSpec, check_known, choose, identities,
                                override_for, read_overrides, side_of)
 
-Log = Callable[[str], None]
 CSV_HEADER = "frame,time,identity,x0,y0,x1,y1,score"
 
 
@@ -113,7 +111,7 @@ def find_videos(paths: list[str], log: Log | None = None) -> list[Path]:
     as a dataset's video folder is (:func:`abaw.data.affwild2.video_files`): what was found
     there besides the known video containers, taken or skipped, is named to ``log`` (default:
     stderr)."""
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or stderr_log
     videos: list[Path] = []
     for name in paths:
         path = Path(name)
@@ -140,7 +138,7 @@ def run_faces(paths: list[str], out: str | Path, detector: DetectorSpec | None =
               log: Log | None = None) -> int:
     """``abaw faces``: a CSV per video (see the module docstring) and a summary line each on
     stdout; a video that cannot be decoded is named and the others finish (exit code 1)."""
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or stderr_log
     detector, tracker = detector or DetectorSpec(), tracker or TrackerSpec()
     videos = find_videos(paths, log)
     if not videos:
@@ -152,7 +150,7 @@ def run_faces(paths: list[str], out: str | Path, detector: DetectorSpec | None =
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "faces.json"
     done = json.loads(record_path.read_text()) if record_path.exists() else {}
-    from abaw.extraction import pick_device
+    from abaw.runtime import pick_device
 
     finder = FaceFinder(detector, tracker, entries, out / ".detections", pick_device(device))
     failed = 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from abaw.data import VIDEO_READERS, affwild2, dvd, testfiles
 from abaw.data.records import DataError, Problem, Track, VideoTrack
 from abaw.data.videolevel import has_root
+from abaw.runtime import stderr_log
 from abaw.tasks import AFFWILD2_TASKS, TASKS, VD, Task
 from features.media import MediaError, VideoInfo, probe
 
@@ -344,7 +344,7 @@ def main_inspect(root: str | Path, probe_videos: bool = True, tasks: list[Task] 
                  faces: set[str] | None = None) -> int:
     """Run the inspection (``faces``: see :func:`inspect_root`), print the report; 1 if any
     problem is an error."""
-    stats, problems = inspect_root(root, log=lambda message: print(message, file=sys.stderr),
+    stats, problems = inspect_root(root, log=stderr_log,
                                    probe_videos=probe_videos, tasks=tasks, faces=faces)
     print(format_report(stats, problems))
     return 1 if any(p.severity == "error" for p in problems) else 0

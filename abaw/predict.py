@@ -3,7 +3,6 @@ post-processing (the submission files are written from its output by :mod:`abaw.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from abaw.folds import ensure_folds
 from abaw.personalise import METHODS
 from abaw.postprocess import apply
 from abaw.rundir import CVDir, config_hash
+from abaw.runtime import stderr_log
 from abaw.score import normalise_split
 from abaw.tasks import Task, get_task
 from abaw.training.data import features_digest, head_features, open_streams
@@ -108,7 +108,7 @@ def predict(run_dir: str | Path, split: str = "test", log=None) -> Path:
     post-processing as well as before, each fold model's probabilities are personalised per
     unit before the average (:func:`abaw.cv.personalised_predictions`), and ``postprocess.json``
     was tuned on the personalised out-of-fold probabilities, as CV scored them."""
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or stderr_log
     cv = CVDir(run_dir)
     config = cv.config()
     task = get_task(config.train.task)

@@ -3,7 +3,6 @@ templates (or the annotations of a labelled split) before a byte is written."""
 
 from __future__ import annotations
 
-import sys
 import zipfile
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from abaw.data import load_tracks
 from abaw.data.records import DataError, Track
 from abaw.predict import split_name, warn_in_sample
 from abaw.rundir import CVDir
+from abaw.runtime import stderr_log
 from abaw.tasks import Task, get_task
 from submissions.formats import TrackRows
 from submissions.videolevel import write_ah, write_emi
@@ -67,7 +67,7 @@ def submit(run_dir: str | Path, out: str | Path, split: str = "test", layout: st
     if probabilities and task.name != "ah":
         raise ValueError(f"--probabilities: only the A/H file has probability columns, not {task.name.upper()}'s")
     split = split_name(split)
-    warn_in_sample(split, lambda message: print(message, file=sys.stderr, flush=True))
+    warn_in_sample(split, stderr_log)
     predictions = cv.predictions(split)
     tracks = load_tracks(config.data.root, task, splits=(split,))
     if task.level == "video":

@@ -14,7 +14,6 @@ has one point per video, is dropped.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from abaw.cv import nested_postprocess, run_cv, track_output
 from abaw.folds import ensure_folds
 from abaw.metrics import score
 from abaw.rundir import CVDir
+from abaw.runtime import stderr_log
 from abaw.tasks import Task, get_task
 
 METRIC_NAMES = {"pearson": "Pearson r", "macro_f1": "F1", "ccc": "CCC", "f1": "F1"}
@@ -32,7 +32,7 @@ METRIC_NAMES = {"pearson": "Pearson r", "macro_f1": "F1", "ccc": "CCC", "f1": "F
 def run_video_cv(config: Config, folds_to_run: list[int] | None = None, log=None) -> tuple[Path, dict | None]:
     """``abaw cv`` of EMI or A/H: :func:`abaw.cv.run_cv`, then the video-level report part
     once every fold is finished. Returns the CV directory and the summary (None until then)."""
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    log = log or stderr_log
     task = get_task(config.train.task)
     if task.level != "video":
         raise ValueError(f"{task.name.upper()} is a frame-wise task: use abaw.cv.run_cv")

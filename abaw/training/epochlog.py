@@ -7,14 +7,14 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Callable
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
-Log = Callable[[str], None]
+from abaw.runtime import Log
+
 
 # Seconds between two epoch lines: real epochs (minutes) get one line each, while the many
 # short fits of a cross-validation on the sample print one or two lines, even on a busy machine.

@@ -22,6 +22,7 @@ from abaw.config_checks import unknown
 from abaw.data import load_tracks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
+from abaw.runtime import Log
 from abaw.tasks import Task, get_task
 from abaw.training.data import (WindowDataModule, WindowDataset, check_fresh, open_streams, prediction_windows,
                                 stream_statistics)
@@ -29,7 +30,6 @@ from abaw.training.epochlog import EPOCH_LOG_EVERY, EpochLog, to_stderr
 from abaw.training.losses import class_weights, positive_weights
 from abaw.training.module import TaskModule
 
-Log = Callable[[str], None]
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
@@ -312,7 +312,7 @@ def predict_frames(checkpoint: str | Path, config: Config, tracks: list[Track], 
     test-time personalisation (:mod:`abaw.personalise`) sees exactly the embedding and the
     logits behind each probability row. Opt-in (classification heads): nothing else stores them.
     """
-    from abaw.extraction import pick_device
+    from abaw.runtime import pick_device
 
     if get_task(config.train.task).level == "video":  # one row per video, from all its frames
         from abaw.training.video import predict_videos

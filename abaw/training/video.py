@@ -149,7 +149,7 @@ def predict_videos(checkpoint, config: Config, tracks: list[Track], batch_size: 
     test-time personalisation adapts), and ``logits`` (1, output), the head's output the
     probabilities come from. The frame-wise prediction's arrays with one row, so CV,
     post-processing and the fold ensemble treat a video as a track of one row."""
-    from abaw.extraction import pick_device
+    from abaw.runtime import pick_device
 
     device = pick_device(str(config.train.trainer.get("accelerator", "cpu")))
     module = VideoTaskModule.load_from_checkpoint(checkpoint, map_location="cpu").eval().to(device)
