@@ -101,3 +101,22 @@ def test_a_fit_that_fails_midway_leaves_the_finished_fold_whole(run, monkeypatch
     done = yaml.safe_load((cv_dir / "fold0" / "done.json").read_text())
     assert done["checkpoint"] == "fold0/checkpoints/last.ckpt" and (cv_dir / done["checkpoint"]).is_file()
     assert "fold 0: trained under another configuration, training again" in capsys.readouterr().err
+
+
+def test_the_trial_build_leaves_the_random_state_to_the_fit(tmp_path):
+    """check_fit builds the head to see that it can be built; the fit seeded before it must
+    still draw the initial weights it draws without the check (the demo's figures depend on it)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from abaw.training.train import check_fit
+
+    config = load_config(write_config(tmp_path, tmp_path / "root", tmp_path / "cache"),
+                         ["train.fallback={stream: face, hidden: 8}"])
+    streams = {"face": SimpleNamespace(modality="visual", dim=12), "voice": SimpleNamespace(modality="audio", dim=6)}
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    check_fit(config, streams)
+    assert torch.equal(torch.rand(4), expected)

@@ -113,7 +113,10 @@ def check_fit(config: Config, streams: dict) -> None:
     check_config(config)
     read = {k: (s.modality, s.dim) for k, s in streams.items() if k in config.train.features}  # as a fit opens them
     try:
-        new_module(config, read)
+        # The trial build draws its initial weights from a copy of the random state: the fit
+        # that follows, seeded before this check, builds exactly the module it built without it.
+        with torch.random.fork_rng(devices=[]):
+            new_module(config, read)
     except (TypeError, ValueError, KeyError) as e:
         raise ConfigError(f"train.model / train.fallback: the head cannot be built: {e}") from None
     valid = [name for name in inspect.signature(L.Trainer.__init__).parameters if name != "self"]
