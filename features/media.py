@@ -9,8 +9,9 @@ displayed ones only, and time 0 is the first of them (see :class:`FrameIndex`).
 
 One clock for every stream: a frame's time is its presentation time less that of the first
 displayed frame (:attr:`FrameIndex.start`), so the first frame is at 0.0 even where the
-container puts it at, say, 0.027 s, and audio sample 0 is put at that same first frame, whether
-the audio stream starts before or after the video (:func:`decode_audio`). Whichever stream
+container puts it at, say, 0.027 s, and audio sample 0 is put at the video stream's start
+time, the same instant in every container but AVI (see :func:`decode_audio`), whether the
+audio stream starts before or after the video. Whichever stream
 comes first in the file, the video is ``streams.video[0]`` and the audio ``streams.audio[0]``.
 """
 
@@ -267,11 +268,12 @@ def decode_audio(path: str | Path, sample_rate: int = 16000, duration: float | N
     """Decode the first audio stream of ``path`` to a (N,) float32 mono waveform at ``sample_rate``.
 
     PyAV decodes and libswresample downmixes and resamples (decord's audio reader corrupts
-    stereo and resamples late). Sample 0 is put at the presentation time of the video's first
-    displayed frame (:attr:`FrameIndex.start`, hidden pre-roll excluded) and so at the zero of
-    :func:`frame_timestamps`: audio that starts later is preceded by zeros, audio that starts
-    earlier loses its head; in a file without a video stream sample 0 is at the container's
-    time 0. With ``duration`` (seconds, usually :func:`video_duration`) the result is cropped or
+    stereo and resamples late). Sample 0 is put at the video stream's start time: the
+    presentation time of its first displayed frame (hidden pre-roll excluded) and so the zero of
+    :func:`frame_timestamps`, except in AVI, whose demuxer shows H.264 frames one tick late
+    (there the start time is where the writer put the first frame and the first audio sample).
+    Audio that starts later is preceded by zeros, audio that starts earlier loses its head; in a
+    file without a video stream sample 0 is at the container's time 0. With ``duration`` (seconds, usually :func:`video_duration`) the result is cropped or
     zero-padded to ``round(duration * sample_rate)`` samples.
     Returns None when the file has no audio stream; raises :class:`MediaError` naming the file
     when it cannot be opened or decoded. The whole waveform at once: :func:`audio_pieces`
@@ -312,9 +314,7 @@ def _aligned_pieces(path: Path, container, sample_rate: int, target: int | None,
 
     try:
         with container:
-            # The zero of the frame times, from the same packets by the same rule: the stream's
-            # start_time is the demuxer's own estimate, which need not be a displayed frame.
-            video_start = frame_index(path).start if container.streams.video else 0.0
+            video_start = _video_start(path, container)
             decoded = _resampled(container.decode(container.streams.audio[0]), sample_rate)
             # The shift onto the video clock comes from the first decoded frame that has a time;
             # samples decoded before it wait (in practice the very first frame has one).
@@ -329,6 +329,24 @@ def _aligned_pieces(path: Path, container, sample_rate: int, target: int | None,
             yield from _regroup(chunks, max(-offset, 0), target, piece)
     except av.FFmpegError as e:
         raise MediaError(f"{path}: cannot decode audio: {e}") from e
+
+
+def _video_start(path: Path, container) -> float:
+    """Where audio sample 0 goes on the container's clock: the video stream's start time.
+
+    It is the first displayed frame's presentation time in every container tried (MP4 with
+    edit lists and B-frames, Matroska, MPEG-TS, FLV, MOV), except AVI: AVI stores no
+    presentation times, and its demuxer puts every H.264 frame one tick after its decoding
+    time, while the stream's start time (0) is where the file's writer put its first frame
+    and its first audio sample. A stream without a start time falls back to the first
+    displayed frame's time (:attr:`FrameIndex.start`); a file without video to time 0.
+    """
+    if not container.streams.video:
+        return 0.0
+    video = container.streams.video[0]
+    if video.start_time is not None and video.time_base is not None:
+        return float(video.start_time * video.time_base)
+    return frame_index(path).start
 
 
 def _resampled(frames: Iterable, sample_rate: int) -> Iterator[tuple[np.ndarray, float | None]]:

@@ -88,3 +88,15 @@ def test_an_flv_at_29_97_fps_is_not_flagged_variable(tmp_path):
     assert index.time_base == 1 / 1000 and set(np.round(np.diff(index.pts))) == {33, 34}
     _, accounting = timing(Job(id="ntsc", frames=60, video=path, faces="frame"))
     assert accounting["variable_frame_rate"] is False and accounting["fps"] == pytest.approx(29.97, abs=0.02)
+
+
+def test_an_avi_keeps_its_audio_where_its_writer_put_it(tmp_path):
+    """AVI stores no presentation times: its demuxer shows H.264 frames one tick after their
+    decoding times (the first at 1/FPS s), while the writer put the first frame and the first
+    audio sample both at 0. A click written at 1.0 s is 1.0 s after the first frame, as the
+    stream's start time (0) says, not 1.0 - 1/FPS s, as the first frame's shifted time would."""
+    path = write_clip(tmp_path / "clip.avi", video_codec="libx264", fps=FPS, frames=40, audio_codec="pcm_s16le",
+                      sample_rate=RATE, click=1.0)
+    assert frame_index(path).start == pytest.approx(1 / FPS)  # the demuxer's one-tick shift
+    wave = decode_audio(path, RATE, duration=video_duration(path))
+    assert abs(int(np.argmax(np.abs(wave))) - RATE) <= ONE_MS
