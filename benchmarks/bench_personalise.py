@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from machine import cpu_mark, others  # noqa: E402  (benchmarks/, the script's folder)
 
-from abaw.personalise import build_source, entropy, linear_view, personalise_views, views_of_rows  # noqa: E402
+from abaw.personalise import build_source, entropy, linear_view, personalise, views_of_rows  # noqa: E402
 from fusion import create_model  # noqa: E402
 
 DIMS = {"face": 1280, "voice": 64}
@@ -178,7 +178,7 @@ def personalised_arrays(module, arrays: list[dict], method: str, params: dict, m
     ``predict`` does a fold's tracks (:func:`abaw.cv.personalised_predictions`)."""
     views = views_of_rows(module.model, [torch.from_numpy(a["view"]) for a in arrays],
                           [torch.from_numpy(a["logits"]) for a in arrays])
-    return personalise_views(method, views, params, mode, source, [torch.from_numpy(a["present"]) for a in arrays])
+    return personalise(method, views, params, source=source, masks=[torch.from_numpy(a["present"]) for a in arrays])
 
 
 def timed(function) -> tuple[float, float, object]:
@@ -256,10 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.tracks} test tracks x {args.frames} frames, streams {DIMS}, {CLASSES} classes, "
           f"torch threads {torch.get_num_threads()}, best of {args.repeats}")
     runs = {
-        "fusion_moe": [("t3a", {"k": 20}, "online"), ("t3a", {"k": 20}, "offline"), ("t3a", {"k": "all"}, "online"),
-                       ("t3a", {"k": "all"}, "offline"), ("cap", {}, "online"), ("cap", {}, "offline")],
-        "mlp": [("t3a", {"k": 20}, "online"), ("t3a", {"k": 20}, "offline"), ("cap", {}, "online"),
-                ("cap", {}, "offline")],
+        "fusion_moe": [("t3a", {"k": 20}, "offline"), ("t3a", {"k": "all"}, "offline"), ("cap", {}, "offline")],
+        "mlp": [("t3a", {"k": 20}, "offline"), ("cap", {}, "offline")],
     }
     folder = Path(tempfile.mkdtemp(prefix="bench-personalise-"))
     try:
@@ -286,7 +284,7 @@ def compare_heads(args, runs, training, held_out, test, labels, folder: Path) ->
             for method, params, mode in configs:
                 label = f"{method} {','.join(f'{k}={v}' for k, v in params.items()) or 'defaults'} {mode}"
                 bare[label] = (lambda views, method=method, params=params, mode=mode:
-                               personalise_views(method, views, params, mode, source))
+                               personalise(method, views, params, source=source))
                 path[label] = (lambda arrays, method=method, params=params, mode=mode:
                                personalised_arrays(module, arrays, method, params, mode, source))
             view_dim = linear_view(model, features_of(model, *test[0])).z.shape[1]
