@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -52,6 +53,17 @@ class CaPTrace:
     negative_gate: torch.Tensor
     positive: list[list[int]]
     negative: list[list[int]]
+
+
+class Cache(NamedTuple):
+    """One cache as the refinement reads it: its unit ``entries`` (E, D), the class each is
+    filed under (E,; -1: none), the frames' cosine similarities with them (T, E), and its
+    signed weight."""
+
+    entries: torch.Tensor
+    owner: torch.Tensor
+    sims: torch.Tensor
+    weight: float
 
 
 @torch.no_grad()
@@ -80,21 +92,24 @@ def cap_trace(view: LinearView, *, source: SourceBank | None = None, mask: torch
     confident = spread < positive_entropy
     ambiguous = (spread >= positive_entropy) & (spread < negative_entropy)
     consistent = torch.ones_like(stable)
+    caches: list[Cache] = []
     if source is not None:
         prototypes, present = source.nearest(z, cacheable, subjects)  # (m, C, D), (m, C)
+        sims = cosine(z, norms, prototypes.flatten(0, 1))
         if classes > 1:  # one class: nothing to be inconsistent with
-            consistent = nearest_agrees(z, norms, prototypes, present, predicted, margin)
+            consistent = nearest_agrees(sims.unflatten(1, present.shape), present, predicted, margin)
+        owner = torch.where(present, torch.arange(classes), -1).flatten()  # a class a subject lacks: no entry
+        caches.append(Cache(prototypes.flatten(0, 1), owner, sims, source_weight))
     positive_gate = cacheable & stable & confident & consistent
     negative_gate = cacheable & stable & ambiguous
     positive = lowest(spread, torch.where(positive_gate, predicted, -1), positive_size, classes)
     negative = lowest(spread, torch.where(negative_gate, least, -1), negative_size, classes)
     positive, negative = ([ids.sort().values for ids in cache] for cache in (positive, negative))  # time order
-
-    # Per class, the unit entries of each cache with its weight (the negative mean is subtracted).
-    caches = [([z[ids] / norms[ids] for ids in positive], positive_weight),
-              ([z[ids] / norms[ids] for ids in negative], -negative_weight)]
-    if source is not None:
-        caches.insert(0, ([prototypes[present[:, c], c] for c in range(classes)], source_weight))
+    for cache, weight in ((positive, positive_weight), (negative, -negative_weight)):  # the negative mean is subtracted
+        ids = torch.cat(cache)
+        entries = z[ids] / norms[ids]
+        owner = torch.arange(classes).repeat_interleave(torch.tensor([len(i) for i in cache]))
+        caches.append(Cache(entries, owner, cosine(z, norms, entries), weight))
     return CaPTrace(logits=refine(view, logits, norms, predicted, caches, top), predicted=predicted, stable=stable,
                     confident=confident, ambiguous=ambiguous, consistent=consistent, positive_gate=positive_gate,
                     negative_gate=negative_gate, positive=[ids.tolist() for ids in positive],
@@ -125,13 +140,11 @@ def cosine(z: torch.Tensor, norms: torch.Tensor, entries: torch.Tensor) -> torch
     return z @ entries.T / norms
 
 
-def nearest_agrees(z: torch.Tensor, norms: torch.Tensor, prototypes: torch.Tensor, present: torch.Tensor,
-                   predicted: torch.Tensor, margin: float) -> torch.Tensor:
-    """The consistency gate, (T,) bool, of the frames z (T, D) of norms (T, 1) predicted
-    ``predicted`` (T,), against the source cache's ``prototypes`` (m, C, D) where ``present``
-    (m, C): the class of the nearest prototype is the prediction, and beats the next class's
-    nearest by more than ``margin``."""
-    sims = cosine(z, norms, prototypes.flatten(0, 1)).unflatten(1, present.shape)  # (T, m, C)
+def nearest_agrees(sims: torch.Tensor, present: torch.Tensor, predicted: torch.Tensor, margin: float) -> torch.Tensor:
+    """The consistency gate, (T,) bool, of frames predicted ``predicted`` (T,) from their
+    similarities (T, m, C) with the source cache's prototypes (``present`` (m, C): those the
+    subjects have): the class of the nearest prototype is the prediction, and beats the next
+    class's nearest by more than ``margin``."""
     best = sims.masked_fill(~present, -math.inf).amax(dim=1)  # (T, C): per class its nearest prototype
     closest, nearest = best.max(dim=1)
     second = best.scatter(1, nearest[:, None], -math.inf).amax(dim=1)  # a tie for the top: margin 0
@@ -139,26 +152,29 @@ def nearest_agrees(z: torch.Tensor, norms: torch.Tensor, prototypes: torch.Tenso
 
 
 def refine(view: LinearView, logits: torch.Tensor, norms: torch.Tensor, predicted: torch.Tensor,
-           caches: list[tuple[list[torch.Tensor], float]], top: int) -> torch.Tensor:
-    """(T, C) logits of classifier(|z| · norm(ẑ + Σ a e)): per frame, e of each cache the
-    similarity-weighted mean (:func:`mean_weights`) of the unit entries of its predicted class
-    (``caches``: per cache its entries per class, (E_c, D) each, and its signed weight a)."""
-    out = logits.clone()  # a frame with nothing to refine keeps the model's own logits
-    for c in range(logits.shape[1]):  # class by class: a frame sees the entries of its predicted class
-        frames = (predicted == c).nonzero().flatten()
-        used = [(entries[c], weight) for entries, weight in caches if weight and len(entries[c])]
-        if not len(frames) or not used:
-            continue
-        z, size = view.z[frames], norms[frames]
-        entries = torch.cat([x for x, _ in used])  # (E, D)
-        sims = cosine(z, size, entries).split([len(x) for x, _ in used], dim=1)
-        coefficients = torch.cat([weight * mean_weights(s, top) for s, (_, weight) in zip(sims, used)], dim=1)
-        correction = coefficients @ entries  # Σ a e, (n, D)
-        length = (z / size + correction).norm(dim=-1, keepdim=True).clamp_min(1e-12)  # |v|
-        # classifier(|z| v/|v|) = (|z| W ẑ + |z| W Σ a e) / |v| + b, and |z| W ẑ is the model's
-        # own logits less the bias: the refinement moves them, not a recomputation of them.
-        out[frames] = (logits[frames] - view.bias + size * (correction @ view.weight.T)) / length + view.bias
-    return out
+           caches: list[Cache], top: int) -> torch.Tensor:
+    """(T, C) logits of classifier(|z| · v/|v|), v = ẑ + Σ a e: per cache, e is the
+    similarity-weighted mean (:func:`mean_weights`) of its entries of the frame's predicted
+    class, and a its weight."""
+    used = [cache for cache in caches if cache.weight and len(cache.entries)]
+    if not used:
+        return logits.clone()  # nothing to refine with: the model's own logits
+    # v = ẑ + Σ_j coefficient_j x_j over every entry x_j, zero but for the predicted class's.
+    coefficients = []
+    for cache in used:
+        elsewhere = cache.owner != predicted[:, None]  # (T, E): entries of another class than the frame's
+        coefficients.append(cache.weight * mean_weights(cache.sims.masked_fill(elsewhere, -1.0), top))
+    coefficients = torch.cat(coefficients, dim=1)  # (T, E)
+    entries = torch.cat([cache.entries for cache in used])
+    sims = torch.cat([cache.sims for cache in used], dim=1)
+    # Without forming v (a pass over a (T, D) array per step): W v = W ẑ + coefficients (X Wᵀ),
+    # and as |ẑ| = 1 and ẑ · x_j is the similarity, |v|² = 1 + 2 coefficients · sims +
+    # coefficients (X Xᵀ) coefficientsᵀ.
+    moved = coefficients @ (entries @ view.weight.T)  # (T, C)
+    squared = 1 + (coefficients * (2 * sims + coefficients @ (entries @ entries.T))).sum(dim=1, keepdim=True)
+    # classifier(|z| v/|v|) = |z| (W ẑ + moved) / |v| + b, and |z| W ẑ is the model's own logits
+    # less the bias: the refinement moves the prediction's logits, not a recomputation of them.
+    return (logits - view.bias + norms * moved) / squared.clamp_min(1e-24).sqrt() + view.bias
 
 
 def mean_weights(sims: torch.Tensor, top: int) -> torch.Tensor:
