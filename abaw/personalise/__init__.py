@@ -6,9 +6,9 @@ in front of it from its own unlabelled frames, with a few vector operations: no 
 autograd, nothing in the model changes, and nothing carries over from one unit to the next (a
 unit is one domain: a frame-wise track, or an A/H participant's videos, one row each).
 
-- ``t3a`` (:mod:`.t3a`, Iwasawa & Matsuo 2021): the last layer replaced by per-class prototypes
+- ``t3a`` (:mod:`.prototypes`, Iwasawa & Matsuo 2021): the last layer replaced by per-class prototypes
   of the unit's own lowest-entropy frames.
-- ``cap`` (:mod:`.cap`, after TTA-CaP): a source cache of the training subjects nearest the
+- ``cap`` (:mod:`.caches`, after TTA-CaP): a source cache of the training subjects nearest the
   unit (:mod:`.source`) and positive and negative caches of its own frames, behind a tri-gate,
   refine each embedding before the model's classifier.
 - ``none``: the model's own logits (the baseline a grid search compares against).
@@ -35,8 +35,8 @@ from abaw.personalise.view import (LinearView, check_view, entropy, linear_view,
 
 # Imported to register, in the order METHODS lists them (after "none"): the order grid searches,
 # cv.json and the report follow.
-from abaw.personalise.t3a import t3a
-from abaw.personalise.cap import CaPTrace, cap, cap_trace
+from abaw.personalise.prototypes import t3a
+from abaw.personalise.caches import CaPTrace, cap, cap_trace
 
 
 def personalise(method: str, views: Sequence[LinearView], params: Mapping[str, Any] | None = None, *,

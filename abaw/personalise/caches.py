@@ -163,7 +163,10 @@ def refine(view: LinearView, logits: torch.Tensor, norms: torch.Tensor, predicte
     coefficients = []
     for cache in used:
         elsewhere = cache.owner != predicted[:, None]  # (T, E): entries of another class than the frame's
-        coefficients.append(cache.weight * mean_weights(cache.sims.masked_fill(elsewhere, -1.0), top))
+        # The top-k cut cannot matter where no class holds more than ``top`` entries.
+        most = int(torch.bincount(cache.owner[cache.owner >= 0], minlength=1).max())
+        cut = top if most > top else None
+        coefficients.append(cache.weight * mean_weights(cache.sims.masked_fill(elsewhere, -1.0), cut))
     coefficients = torch.cat(coefficients, dim=1)  # (T, E)
     entries = torch.cat([cache.entries for cache in used])
     sims = torch.cat([cache.sims for cache in used], dim=1)
@@ -177,12 +180,12 @@ def refine(view: LinearView, logits: torch.Tensor, norms: torch.Tensor, predicte
     return (logits - view.bias + norms * moved) / squared.clamp_min(1e-24).sqrt() + view.bias
 
 
-def mean_weights(sims: torch.Tensor, top: int) -> torch.Tensor:
+def mean_weights(sims: torch.Tensor, top: int | None) -> torch.Tensor:
     """(T, E) weights of the similarity-weighted mean of E entries for T frames, from their
     cosine similarities (T, E): ∝ the similarity clipped at 0 (an entry pointing away says
-    nothing about the frame), only the ``top`` most similar entries counted (ties at the cut
-    all count), summing to 1 (to 0 where no entry is similar)."""
-    if sims.shape[1] > top:
+    nothing about the frame), only the ``top`` most similar entries counted (None: all; ties at
+    the cut all count), summing to 1 (to 0 where no entry is similar)."""
+    if top is not None and sims.shape[1] > top:
         sims = sims.masked_fill(sims < sims.topk(top, dim=1).values[:, -1:], -1.0)
     weights = sims.clamp_min(0)
     return weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
