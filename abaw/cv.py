@@ -28,8 +28,7 @@ from abaw.data import resolve_tasks
 from abaw.data.records import DataError, Track
 from abaw.folds import absent_from_training, absent_lines, ensure_folds
 from abaw.metrics import score
-from abaw.personalise import (METHODS, LinearView, SourceBank, build_source, param_grid, personalise_views,
-                              views_of_rows)
+from abaw.personalise import METHODS, LinearView, SourceBank, build_source, param_grid, personalise, views_of_rows
 from abaw.postprocess import PostParams, TrackOutput, apply, tune
 from abaw.report import write_report
 from abaw.rundir import CVDir, config_hash, source_values
@@ -317,7 +316,7 @@ def personalised_predictions(predictions: dict[str, dict[str, np.ndarray]], view
     one probability, class 1's."""
     out = {track_id: {name: a for name, a in arrays.items() if name not in ("view", "logits")}
            for track_id, arrays in predictions.items()}
-    adapted = personalise_views(method, views.views, params, "offline", views.source, views.masks)
+    adapted = personalise(method, views.views, params, source=views.source, masks=views.masks)
     for unit, logits in zip(views.units, adapted):
         probabilities = torch.softmax(logits.double(), dim=-1).float().numpy()
         start = 0
@@ -406,8 +405,8 @@ def personalised_postprocess(config: Config, task: Task, entry: dict, views: dic
     return tune(task.name, *_flatten(personalised_folds(lambda k: applied).values()), config.cv.search)
 
 
-def personalisation_scores(task: Task, folds: dict[int, FoldViews], methods=METHODS,
-                           mode: str = "offline") -> dict[str, list[tuple[dict, dict[int, float]]]]:
+def personalisation_scores(task: Task, folds: dict[int, FoldViews],
+                           methods=METHODS) -> dict[str, list[tuple[dict, dict[int, float]]]]:
     """``{method: [(params, {fold: score}), ...]}`` for every parameter set of
     :func:`~abaw.personalise.param_grid`: each held-out track personalised on its own (as
     ``abaw predict`` would a test track; offline, as in the challenge), its argmax scored with
@@ -419,7 +418,7 @@ def personalisation_scores(task: Task, folds: dict[int, FoldViews], methods=METH
             fold_scores = {}
             for k, fold in folds.items():
                 decisions = [logits.argmax(dim=-1).numpy()[:, None] for logits in
-                             personalise_views(method, fold.views, params, mode, fold.source, fold.masks)]
+                             personalise(method, fold.views, params, source=fold.source, masks=fold.masks)]
                 fold_scores[k] = _score(task, fold.labels(), decisions, fold.valid())
             table[method].append((params, fold_scores))
     return table

@@ -1,5 +1,5 @@
-"""Test-time personalisation (abaw/personalise.py): the linear views, T3A and CaP by hand and
-against slow per-frame definitions, causality, the offline mode, and no autograd anywhere."""
+"""Test-time personalisation (abaw/personalise/): the linear views, T3A and CaP by hand and
+against slow per-frame definitions, the whole track offline, ties, and no autograd anywhere."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from abaw.personalise import (METHODS, LinearView, build_source, cap, cap_trace, check_params, entropy,
-                              linear_view, param_grid, personalise, personalise_view, personalise_views, t3a,
-                              view_of_rows, views_of_rows)
-from abaw.personalise import _cap, _lowest_final, _lowest_stream
+from abaw.personalise import (METHODS, LinearView, build_source, cap, cap_trace, check_params, entropy, linear_view,
+                              lowest, param_grid, personalise, t3a, two_class, view_of_rows, views_of_rows)
 from fusion import create_model, registered_models
 
 STREAMS = {"visual": {"face": 12}, "audio": {"voice": 5}}
@@ -32,9 +30,13 @@ def random_view(rows: int = 120, dim: int = 6, classes: int = 4, seed: int = 0, 
     g = torch.Generator().manual_seed(seed)
     # Slowly drifting embeddings, so predictions come in runs and some frames are confident.
     z = torch.randn(rows, dim, generator=g).cumsum(dim=0) * 0.3 + torch.randn(rows, dim, generator=g)
-    return LinearView(z, torch.randn(classes, dim, generator=g) * scale / math.sqrt(dim),
-                      torch.randn(classes, generator=g) * 0.1)
+    return LinearView(z=z, weight=torch.randn(classes, dim, generator=g) * scale / math.sqrt(dim),
+                      bias=torch.randn(classes, generator=g) * 0.1)
 
+
+def single(method: str, view: LinearView, params: dict | None = None, source=None, mask=None) -> torch.Tensor:
+    """The door with one unit."""
+    return personalise(method, [view], params, source=source, masks=[mask])[0]
 
 # ------------------------------------------------------------------------------ linear views
 
@@ -90,7 +92,8 @@ def unit(*v: float) -> torch.Tensor:
 
 # W = I, b = 0: the logits are z. Logit gaps: z2 2.5 > z0 2 > the seeds 1 > z3 0.8 > z1 0.2, so
 # by entropy (lowest first): z2, z0, seeds, z3, z1. z0, z1 are predicted 0; z2, z3 predicted 1.
-HAND = LinearView(torch.tensor([[3.0, 1.0], [1.0, 0.8], [0.5, 3.0], [1.2, 2.0]]), torch.eye(2), torch.zeros(2))
+HAND = LinearView(z=torch.tensor([[3.0, 1.0], [1.0, 0.8], [0.5, 3.0], [1.2, 2.0]]), weight=torch.eye(2),
+                  bias=torch.zeros(2))
 
 
 def test_hand_example_is_ordered_as_claimed():
@@ -106,31 +109,22 @@ def test_hand_example_is_ordered_as_claimed():
 ])
 def test_t3a_offline_by_hand(k, supports):
     weights = torch.stack([F.normalize(sum(s), dim=0) for s in supports])
-    assert torch.allclose(t3a(HAND, k=k, mode="offline"), HAND.z @ weights.T, atol=1e-6)
+    assert torch.allclose(t3a(HAND, k=k), HAND.z @ weights.T, atol=1e-6)
 
 
 def test_t3a_keep_seeds_adds_the_seed_to_the_k_best():
     weights = torch.stack([F.normalize(unit(3, 1) + unit(1, 0), dim=0), F.normalize(unit(0.5, 3) + unit(0, 1), dim=0)])
-    assert torch.allclose(t3a(HAND, k=1, mode="offline", keep_seeds=True), HAND.z @ weights.T, atol=1e-6)
+    assert torch.allclose(t3a(HAND, k=1, keep_seeds=True), HAND.z @ weights.T, atol=1e-6)
 
 
-def test_t3a_online_by_hand():
-    # k=1. Frame 0 replaces seed 0 and sees itself; frame 1 is less certain than frame 0 and
-    # changes nothing; frame 2 replaces seed 1; frame 3 changes nothing.
-    z, w0, w1 = HAND.z, [unit(3, 1)] * 4, [unit(0, 1), unit(0, 1), unit(0.5, 3), unit(0.5, 3)]
-    expected = torch.stack([torch.stack([z[t] @ w0[t], z[t] @ w1[t]]) for t in range(4)])
-    assert torch.allclose(t3a(HAND, k=1, mode="online"), expected, atol=1e-6)
-
-
-def test_t3a_ties_in_entropy_keep_the_earlier_frame_in_both_modes():
+def test_t3a_ties_in_entropy_keep_the_earlier_frame():
     # W = [e0, e1] in 3-d: frames 0 and 1 have the same logits (2, 0), so the same entropy, but
     # differ off the classifier's plane; with k=1 class 0 keeps frame 0 (the earlier), class 1
-    # its seed. Online, the last frame then sees the same supports as offline.
-    view = LinearView(torch.tensor([[2.0, 0.0, 1.0], [2.0, 0.0, -1.0]]), torch.eye(3)[:2], torch.zeros(2))
+    # its seed.
+    view = LinearView(z=torch.tensor([[2.0, 0.0, 1.0], [2.0, 0.0, -1.0]]), weight=torch.eye(3)[:2],
+                      bias=torch.zeros(2))
     weights = torch.stack([unit(2, 0, 1), unit(0, 1, 0)])
-    offline = t3a(view, k=1, mode="offline")
-    assert torch.allclose(offline, view.z @ weights.T, atol=1e-6)
-    assert torch.allclose(t3a(view, k=1, mode="online")[-1], offline[-1], atol=1e-6)
+    assert torch.allclose(t3a(view, k=1), view.z @ weights.T, atol=1e-6)
 
 
 def lowest_by_definition(keys: list[float], classes: list[int], sizes: list[int]) -> list[list[list[int]]]:
@@ -146,8 +140,8 @@ def lowest_by_definition(keys: list[float], classes: list[int], sizes: list[int]
 
 @pytest.mark.parametrize("size", [1, 5, 40, (2, 9, 30)])
 def test_lowest_k_sets_of_a_long_stream_with_ties(size):
-    # 1500 items: past the first spans, where the pass skips the items that cannot enter; keys
-    # on a coarse grid (many ties), negative ones, and -0.0 (equal to 0.0, so ties with it).
+    # 1500 items, keys on a coarse grid (many ties), negative ones, and -0.0 (equal to 0.0, so
+    # ties with it): one sort gives the sets that keeping the best as items arrive ends with.
     g = torch.Generator().manual_seed(3)
     rows, classes = 1500, 3
     keys = (torch.rand(rows, generator=g) * 20).round() / 20 - 0.25
@@ -155,23 +149,16 @@ def test_lowest_k_sets_of_a_long_stream_with_ties(size):
     labels = torch.randint(-1, classes, (rows,), generator=g)
     sizes = list(size) if isinstance(size, tuple) else [size] * classes
     expected = lowest_by_definition(keys.tolist(), labels.tolist(), sizes)
-    if not isinstance(size, tuple):  # the stream (online): replay its changes frame by frame
-        changes, sets = _lowest_stream(keys, labels, size, classes), [set() for _ in range(classes)]
-        for t in range(rows):
-            while changes and changes[0][0] == t:
-                _, c, left = changes.pop(0)
-                sets[c] = (sets[c] | {t}) - {left}
-            assert [sorted(kept) for kept in sets] == expected[t]
-    final = _lowest_final(labels, keys, torch.tensor(sizes) if isinstance(size, tuple) else size)  # offline
-    assert [sorted(final[labels[final] == c].tolist()) for c in range(classes)] == expected[-1]
+    final = [lowest(keys, labels, sizes[c], classes)[c] for c in range(classes)]
+    assert [sorted(kept.tolist()) for kept in final] == expected[-1]
 
 
 def test_lowest_k_of_unusual_keys():
     nan, inf = math.nan, math.inf
-    assert _lowest_final(torch.tensor([0, 0, 0, 0]), torch.tensor([nan, 0.5, 0.2, 0.7]), 2).tolist() == [2, 1]
-    keys = torch.full((300,), inf)  # a set not yet full takes even an infinite key, past the first span
+    assert lowest(torch.tensor([nan, 0.5, 0.2, 0.7]), torch.tensor([0, 0, 0, 0]), 2, 1)[0].tolist() == [2, 1]
+    keys = torch.full((300,), inf)  # a set not yet full takes even an infinite key
     labels = torch.tensor([0] * 2 + [1] * 296 + [0] * 2)
-    assert [t for t, _, _ in _lowest_stream(keys, labels, 3, 2)] == [0, 1, 2, 3, 4, 298]
+    assert [kept.tolist() for kept in lowest(keys, labels, 3, 2)] == [[0, 1, 298], [2, 3, 4]]
 
 
 def test_identical_frames_tie_and_the_earlier_ones_are_kept():
@@ -179,11 +166,11 @@ def test_identical_frames_tie_and_the_earlier_ones_are_kept():
     # the rows a vectorised kernel would leave to its scalar tail); the earliest copies win.
     g = torch.Generator().manual_seed(1)
     weight = torch.randn(8, 64, generator=g)
-    view = LinearView(torch.randn(1, 64, generator=g).expand(1003, 64).contiguous() * 0.3, weight, torch.zeros(8))
+    view = LinearView(z=torch.randn(1, 64, generator=g).expand(1003, 64).contiguous() * 0.3, weight=weight,
+                      bias=torch.zeros(8))
     assert entropy(view.logits()).unique().numel() == 1
-    for mode in ("online", "offline"):
-        trace = cap_trace(view, mode, positive_entropy=1.0, negative_entropy=1.0, positive_size=2, window=1)
-        assert [ids for ids in trace.positive if ids] == [[1, 2]]
+    trace = cap_trace(view, positive_entropy=1.0, negative_entropy=1.0, positive_size=2, window=1)
+    assert [ids for ids in trace.positive if ids] == [[1, 2]]
 
 
 def test_cap_predicts_with_the_model_own_logits_also_with_a_source_bank():
@@ -192,14 +179,14 @@ def test_cap_predicts_with_the_model_own_logits_also_with_a_source_bank():
     g = torch.Generator().manual_seed(0)
     weight = torch.randn(8, 512, generator=g)
     weight[1] = weight[0] + 1e-7 * torch.randn(512, generator=g)
-    view = LinearView(torch.randn(4000, 512, generator=g), weight, torch.zeros(8))
+    view = LinearView(z=torch.randn(4000, 512, generator=g), weight=weight, bias=torch.zeros(8))
     source = build_source([torch.randn(200, 512, generator=g)], [torch.randint(0, 8, (200,), generator=g)], ["s"], 8)
-    assert torch.equal(cap_trace(view, "offline", source).predicted, view.logits().argmax(1))
+    assert torch.equal(cap_trace(view, source=source).predicted, view.logits().argmax(1))
 
 
 def test_a_view_that_is_not_float32_is_refused():
     view = random_view()
-    wide = LinearView(view.z.double(), view.weight.double(), view.bias.double())
+    wide = LinearView(z=view.z.double(), weight=view.weight.double(), bias=view.bias.double())
     for run in (t3a, cap):
         with pytest.raises(ValueError, match="float32"):
             run(wide)
@@ -208,41 +195,30 @@ def test_a_view_that_is_not_float32_is_refused():
 def test_t3a_masked_frames_never_become_supports():
     mask = torch.tensor([False, True, True, True])  # frame 0 may not join: class 0 keeps its seed (k=1)
     weights = torch.stack([unit(1, 0), unit(0.5, 3)])
-    assert torch.allclose(t3a(HAND, k=1, mode="offline", mask=mask), HAND.z @ weights.T, atol=1e-6)
+    assert torch.allclose(t3a(HAND, k=1, mask=mask), HAND.z @ weights.T, atol=1e-6)
 
 
-def t3a_by_definition(view: LinearView, k, keep_seeds: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's loop, one frame at a time: (online logits, offline logits)."""
+def t3a_by_definition(view: LinearView, k, keep_seeds: bool) -> torch.Tensor:
+    """The paper's loop, one frame at a time, then every frame classified by the supports it
+    ends with (offline)."""
     z, weight = view.z.double(), view.weight.double()
     classes = weight.shape[0]
     seeds = [(float(entropy(view.logits(view.weight)[c])), -1, F.normalize(weight[c], dim=0)) for c in range(classes)]
     sets = [[] if keep_seeds else [seeds[c]] for c in range(classes)]
-
-    def classifier():
-        rows = []
-        for c in range(classes):
-            chosen = sorted(sets[c], key=lambda s: (s[0], s[1]))[: (None if k == "all" else k)]
-            sets[c] = chosen
-            rows.append(sum(s[2] for s in chosen) + (seeds[c][2] if keep_seeds else 0))
-        return F.normalize(torch.stack(rows), dim=-1)
-
-    online = []
     logits = view.logits()  # float32, as the method ranks them
     for t in range(z.shape[0]):
         c = int(logits[t].argmax())
         sets[c].append((float(entropy(logits[t])), t, F.normalize(z[t], dim=0)))
-        online.append(z[t] @ classifier().T)
-    return torch.stack(online).float(), (z @ classifier().T).float()
+        sets[c] = sorted(sets[c], key=lambda s: (s[0], s[1]))[: (None if k == "all" else k)]
+    rows = [sum(s[2] for s in sets[c]) + (seeds[c][2] if keep_seeds else 0) for c in range(classes)]
+    return (z @ F.normalize(torch.stack(rows), dim=-1).T).float()
 
 
 @pytest.mark.parametrize("k", [1, 3, 10, "all"])
 @pytest.mark.parametrize("keep_seeds", [False, True])
 def test_t3a_equals_the_per_frame_definition(k, keep_seeds):
     view = random_view(rows=150, seed=3)
-    online, offline = t3a_by_definition(view, k, keep_seeds)
-    for block in (32, 7):  # 150 frames: a partly filled last block either way
-        assert torch.allclose(t3a(view, k=k, mode="online", keep_seeds=keep_seeds, block=block), online, atol=1e-4)
-    assert torch.allclose(t3a(view, k=k, mode="offline", keep_seeds=keep_seeds), offline, atol=1e-4)
+    assert torch.allclose(t3a(view, k=k, keep_seeds=keep_seeds), t3a_by_definition(view, k, keep_seeds), atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------- CaP
@@ -251,7 +227,7 @@ A, A2, M, U, B = [4.0, 0.2, 0.0], [5.0, 0.2, 0.0], [2.0, 0.0, 0.3], [0.3, 0.2, 0
 # W = I3: the logits are z. Normalised entropies: A 0.16, A2 0.07 (confident, < 0.5), M 0.65
 # (ambiguous, least likely class 1), U 0.99 (neither); B confident, predicted 1.
 SEQUENCE = [A, A, A, A, M, U, B, B, B, A, A, A2]
-GATE_VIEW = LinearView(torch.tensor(SEQUENCE), torch.eye(3), torch.zeros(3))
+GATE_VIEW = LinearView(z=torch.tensor(SEQUENCE), weight=torch.eye(3), bias=torch.zeros(3))
 
 
 def test_gate_example_has_the_claimed_entropies():
@@ -261,7 +237,7 @@ def test_gate_example_has_the_claimed_entropies():
 
 
 def test_cap_gates_by_hand():
-    trace = cap_trace(GATE_VIEW, mode="online")
+    trace = cap_trace(GATE_VIEW)
     # Predictions 0 0 0 0 0 0 1 1 1 0 0 0; stable: strict majority of the 3 before agrees.
     assert trace.predicted.tolist() == [0, 0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
     assert trace.stable.nonzero().flatten().tolist() == [3, 4, 5, 8, 11]
@@ -272,13 +248,13 @@ def test_cap_gates_by_hand():
 
 
 def test_cap_positive_cache_keeps_the_lowest_entropy():
-    trace = cap_trace(GATE_VIEW, mode="online", positive_size=1)
+    trace = cap_trace(GATE_VIEW, positive_size=1)
     assert trace.positive == [[11], [8], []]  # A2 is more certain than A and pushes frame 3 out
 
 
 def test_cap_cache_ties_keep_the_earlier_frame():
-    view = LinearView(torch.tensor(SEQUENCE[:-1] + [A]), torch.eye(3), torch.zeros(3))
-    assert cap_trace(view, mode="online", positive_size=1).positive == [[3], [8], []]
+    view = LinearView(z=torch.tensor(SEQUENCE[:-1] + [A]), weight=torch.eye(3), bias=torch.zeros(3))
+    assert cap_trace(view, positive_size=1).positive == [[3], [8], []]
 
 
 def test_cap_source_cache_by_hand():
@@ -286,7 +262,7 @@ def test_cap_source_cache_by_hand():
     # "near" sits where the track is, "far" elsewhere; their class-0 prototypes differ.
     near, far = unit(1, -0.3, 0), unit(1, 0, 0.5)
     z = torch.tensor([[4.0, 0.2, 0.0]] * 30) + torch.linspace(0, 0.3, 30)[:, None]
-    view = LinearView(z, torch.eye(3), torch.zeros(3))
+    view = LinearView(z=z, weight=torch.eye(3), bias=torch.zeros(3))
     source = build_source([near[None].repeat(2, 1) * torch.tensor([[3.9], [4.1]]), -40 * far[None].repeat(2, 1),
                            40 * far[None]], [torch.tensor([0, 0]), torch.tensor([-1, -1]), torch.tensor([0])],
                           ["near", "far", "far"], num_classes=3)
@@ -298,11 +274,12 @@ def test_cap_source_cache_by_hand():
         e = (sims @ protos) / sims.sum(dim=1, keepdim=True)
         return F.normalize(units + e, dim=-1) * z.norm(dim=-1, keepdim=True)
 
-    assert torch.allclose(cap(view, "offline", source, **off), refined(near[None]), atol=1e-5)
-    pooled = F.normalize(2 * near + far, dim=0)  # the mean of the unit class-0 frames of both subjects
-    online = cap(view, "online", source, refresh=10, **off)
-    assert torch.allclose(online[:10], refined(pooled[None])[:10], atol=1e-5)  # nothing seen yet: pooled
-    assert torch.allclose(online[10:], refined(near[None])[10:], atol=1e-5)  # then the nearest subject
+    assert torch.allclose(cap(view, source=source, **off), refined(near[None]), atol=1e-5)  # the nearest subject
+    # Fewer than 2 frames to compare (here, one usable frame): the pooled prototypes, the mean
+    # of the unit class-0 frames of both subjects.
+    pooled = F.normalize(2 * near + far, dim=0)
+    first = torch.arange(30) == 0
+    assert torch.allclose(cap(view, source=source, mask=first, **off), refined(pooled[None]), atol=1e-5)
 
 
 def test_cap_consistency_gate_by_hand():
@@ -310,43 +287,43 @@ def test_cap_consistency_gate_by_hand():
     # class-0 prototype does: A and A2 fail the consistency gate, B (class 1) passes it.
     source = build_source([torch.tensor([[1.0, -0.3, 0.0], [1.0, 0.3, 0.0], [0.0, 0.0, 1.0]])],
                           [torch.tensor([0, 1, 2])], ["s1"], num_classes=3)
-    trace = cap_trace(GATE_VIEW, mode="offline", source=source)
+    trace = cap_trace(GATE_VIEW, source=source)
     assert not trace.consistent[[0, 3, 11]].any() and trace.consistent[[6, 7, 8]].all()
     assert trace.positive == [[], [8], []]
-    assert cap_trace(GATE_VIEW, mode="offline", source=source, mask=~torch.eye(12, dtype=torch.bool)[8]).positive \
+    assert cap_trace(GATE_VIEW, source=source, mask=~torch.eye(12, dtype=torch.bool)[8]).positive \
         == [[], [], []]  # a masked frame never enters
 
 
 def test_cap_with_empty_caches_is_the_model():
     view = random_view(seed=5)
-    out = cap(view, mode="online", positive_entropy=0.0, negative_entropy=0.0)
+    out = cap(view, positive_entropy=0.0, negative_entropy=0.0)
     assert torch.allclose(out, view.logits(), atol=1e-5)
 
 
-def cap_by_definition(view: LinearView, mode: str, pos_size=5, neg_size=4, pos_h=0.5, neg_h=0.8, window=3, top=5,
-                      source=None, subjects=3, refresh=150, margin=0.05):
-    """CaP one frame at a time, straight from the description (diagonal source bank or none)."""
+def cap_by_definition(view: LinearView, pos_size=5, neg_size=4, pos_h=0.5, neg_h=0.8, window=3, top=5, source=None,
+                      subjects=3, margin=0.05) -> tuple[torch.Tensor, list[list[int]], list[list[int]]]:
+    """CaP one frame at a time, straight from the description (diagonal source bank or none):
+    the logits, and the positive and negative caches per class (frame ids, ascending)."""
     logits = view.logits()
     classes = logits.shape[1]
     spread = entropy(logits) / math.log(classes)
     pred, least = logits.argmax(1).tolist(), logits.argmin(1).tolist()
     units = F.normalize(view.z, dim=-1)
     positive, negative = [[] for _ in range(classes)], [[] for _ in range(classes)]
-
-    def prototypes(t):  # the source cache of frame t's stretch: (m, C, D) and present (m, C)
-        seen = view.z if mode == "offline" else view.z[:t // refresh * refresh]
-        if len(seen) < 2:
-            return source.pooled[None], source.pooled_present[None]
-        seen = seen.double()
-        frechet = (((seen.mean(0) - source.means) ** 2).sum(1)
-                   + ((seen.std(0, unbiased=False) - source.scales) ** 2).sum(1))
-        picked = frechet.argsort()[:subjects]
-        return source.prototypes[picked], source.present[picked]
+    protos = present = None
+    if source is not None:  # the source cache of the whole track: (m, C, D) and present (m, C)
+        if len(view.z) < 2:
+            protos, present = source.pooled[None], source.pooled_present[None]
+        else:
+            seen = view.z.double()
+            frechet = (((seen.mean(0) - source.means) ** 2).sum(1)
+                       + ((seen.std(0, unbiased=False) - source.scales) ** 2).sum(1))
+            picked = frechet.argsort()[:subjects]
+            protos, present = source.prototypes[picked], source.present[picked]
 
     def consistent(t):
         if source is None:
             return True
-        protos, present = prototypes(t)
         best = [max((float(protos[i, c] @ units[t]) for i in range(len(protos)) if present[i, c]), default=-math.inf)
                 for c in range(classes)]
         ranked = sorted(best, reverse=True)
@@ -363,7 +340,6 @@ def cap_by_definition(view: LinearView, mode: str, pos_size=5, neg_size=4, pos_h
         w = (entries @ units[t]).clamp_min(0)
         return (w @ entries) / w.sum().clamp_min(1e-12)
 
-    states = []
     for t in range(len(pred)):
         past = pred[max(0, t - window):t]
         if t >= window and past.count(pred[t]) * 2 > window:
@@ -371,46 +347,42 @@ def cap_by_definition(view: LinearView, mode: str, pos_size=5, neg_size=4, pos_h
                 admit(positive, pred[t], t, pos_size)
             elif pos_h <= spread[t] < neg_h:
                 admit(negative, least[t], t, neg_size)
-        states.append(([list(c) for c in positive], [list(c) for c in negative]))
     out = []
     for t in range(len(pred)):
-        positive, negative = states[t] if mode == "online" else states[-1]
         e_pos = mean([units[i] for _, i in positive[pred[t]]], t)
         e_neg = mean([units[i] for _, i in negative[pred[t]]], t)
         e_src = torch.zeros_like(units[t])
         if source is not None:
-            protos, present = prototypes(t)
             e_src = mean([protos[i, pred[t]] for i in range(len(protos)) if present[i, pred[t]]], t)
         r = F.normalize(units[t] + e_src + e_pos - e_neg, dim=0) * view.z[t].norm()
         out.append(view.logits(r[None])[0])
-    return torch.stack(out)
+    caches = [[sorted(i for _, i in kept) for kept in cache] for cache in (positive, negative)]
+    return torch.stack(out) if out else logits.clone(), *caches
 
 
-@pytest.mark.parametrize("mode", ["online", "offline"])
 @pytest.mark.parametrize("sizes", [{"positive_size": 2}, {"positive_size": 6, "negative_size": 3, "top": 2}])
-def test_cap_equals_the_per_frame_definition(mode, sizes):
+def test_cap_equals_the_per_frame_definition(sizes):
     view = random_view(rows=200, seed=7, scale=6.0)
-    trace = cap_trace(view, mode=mode, **sizes)
+    trace = cap_trace(view, **sizes)
     assert sum(map(len, trace.positive)) >= 3 and sum(map(len, trace.negative)) >= 1  # the example exercises both
-    expected = cap_by_definition(view, mode, pos_size=sizes["positive_size"], neg_size=sizes.get("negative_size", 4),
-                                 top=sizes.get("top", 5))
+    expected, positive, negative = cap_by_definition(view, pos_size=sizes["positive_size"],
+                                                     neg_size=sizes.get("negative_size", 4), top=sizes.get("top", 5))
     assert torch.allclose(trace.logits, expected, atol=1e-5)
+    assert trace.positive == positive and trace.negative == negative
 
 
-@pytest.mark.parametrize("mode", ["online", "offline"])
-def test_cap_with_a_source_bank_equals_the_per_frame_definition(mode):
-    # Eight training subjects, each with its own offset, labelled by the classifier; the test
-    # track drifts, so that online the nearest subjects change from one stretch to the next.
+def test_cap_with_a_source_bank_equals_the_per_frame_definition():
+    # Eight training subjects, each with its own offset, labelled by the classifier.
     view = random_view(rows=240, seed=7, scale=6.0)
     source = drifting_source(view)
-    params = {"subjects": 2, "refresh": 40, "margin": 0.02, "positive_size": 6, "top": 3}
-    trace = cap_trace(view, mode, source, **params)
+    params = {"subjects": 2, "margin": 0.02, "positive_size": 6, "top": 3}
+    trace = cap_trace(view, source=source, **params)
     assert 0 < int(trace.consistent.sum()) < len(trace.consistent)  # the consistency gate decides some frames
-    expected = cap_by_definition(view, mode, pos_size=6, top=3, source=source, subjects=2, refresh=40, margin=0.02)
+    expected, _, _ = cap_by_definition(view, pos_size=6, top=3, source=source, subjects=2, margin=0.02)
     assert torch.allclose(trace.logits, expected, atol=1e-5)
-    # What predict runs (offline: the gate evaluated only where it decides) is the same.
-    assert torch.allclose(personalise_view("cap", view, params, mode, source), expected, atol=1e-5)
-    without = cap_by_definition(view, mode, pos_size=6, top=3)
+    # What predict runs (the door) is the same.
+    assert torch.allclose(single("cap", view, params, source), expected, atol=1e-5)
+    without, _, _ = cap_by_definition(view, pos_size=6, top=3)
     assert (trace.logits - without).abs().max() > 0.1  # the source cache moved the logits
 
 
@@ -447,42 +419,20 @@ def test_source_prototypes_follow_the_subjects_labels():
     assert torch.allclose(bank.pooled[1], F.normalize(unit(0, 1) + unit(1, 1), dim=0))  # mean of unit vectors
 
 
-# --------------------------------------------------------------------- modes and causality
-
-def bank_for(view: LinearView, subjects: int = 4) -> object:
-    g = torch.Generator().manual_seed(11)
-    tracks = [view.z[:60] + torch.randn(view.z.shape[1], generator=g) for _ in range(subjects)]
-    labels = [view.logits(t).argmax(1) for t in tracks]
-    return build_source(tracks, labels, [f"s{i}" for i in range(subjects)], view.weight.shape[0])
-
-
-@pytest.mark.parametrize("method, params", [("t3a", {"k": 5}), ("t3a", {"k": "all"}), ("cap", {"refresh": 25}),
-                                            ("none", {})])
-def test_online_never_looks_ahead(method, params):
-    view = random_view(rows=130, seed=2, scale=6.0)
-    source = bank_for(view)
-    before = personalise_view(method, view, params, "online", source)
-    for cut in (1, 31, 32, 50, 100):  # inside a block, at block edges, at refresh edges
-        future = torch.randn(130 - cut, view.z.shape[1], generator=torch.Generator().manual_seed(cut)) * 5
-        after = personalise_view(method, LinearView(torch.cat([view.z[:cut], future]), view.weight, view.bias),
-                                 params, "online", source)
-        assert torch.allclose(after[:cut], before[:cut], atol=1e-5), cut
-        assert not torch.allclose(after[cut:], before[cut:])
-
+# ---------------------------------------------------------------- the whole track, no autograd
 
 def test_offline_uses_the_whole_track():
+    # Every frame is decided with the supports and caches of the whole track, so the first
+    # frames come out otherwise alone than within it.
     view = random_view(rows=90, seed=4, scale=6.0)
-    online, offline = t3a(view, k=5, mode="online"), t3a(view, k=5, mode="offline")
-    assert torch.allclose(online[-1], offline[-1], atol=1e-5)  # the last frame has seen everything either way
-    assert not torch.allclose(online[:10], offline[:10])
-    # CaP (no source bank): online, the first frames find empty caches and keep the model's
-    # logits; offline they are refined by the caches of the whole track.
-    online, offline = cap(view, mode="online"), cap(view, mode="offline")
-    trace = cap_trace(view, mode="offline")
+    start = LinearView(z=view.z[:10], weight=view.weight, bias=view.bias)
+    assert not torch.allclose(t3a(view, k=5)[:10], t3a(start, k=5))
+    # CaP (no source bank): the first 3 frames cannot be stable, so never cached; they are
+    # refined by the caches the rest of the track fills.
+    trace = cap_trace(view)
     assert trace.positive_gate.any()
-    assert torch.allclose(online[:3], view.logits()[:3], atol=1e-5)
-    assert not torch.allclose(offline[:3], view.logits()[:3])
-    assert torch.allclose(online[-1], offline[-1], atol=1e-5)
+    assert not trace.positive_gate[:3].any() and not trace.negative_gate[:3].any()
+    assert not torch.allclose(trace.logits[:3], view.logits()[:3])
 
 
 @pytest.mark.parametrize("name", registered_models())
@@ -494,20 +444,20 @@ def test_no_gradient_anywhere_under_inference_mode(name):
         # A frame-level model gives one track's rows (B, T, F); a video-level one (fusion.pooling)
         # one row per video (B, F), the rows personalisation then adapts over.
         features = features[0] if features.dim() == 3 else features
-        z, rows = linear_view(model, features).z, features.shape[0]
+        view = linear_view(model, features)
+        z, rows = view.z, features.shape[0]
         source = build_source([z, z + 0.1], [torch.randint(0, 8, (rows,)), torch.randint(0, 8, (rows,))], ["a", "b"], 8)
         for method in METHODS:
-            for mode in ("online", "offline"):
-                out = personalise(method, model, features, mode=mode, source=source)
-                assert out.shape == (rows, 8) and torch.isfinite(out).all() and not out.requires_grad
+            out = single(method, view, source=source)
+            assert out.shape == (rows, 8) and torch.isfinite(out).all() and not out.requires_grad
     assert all(p.grad is None for p in model.parameters())
 
 
 def test_each_call_starts_afresh():
     view = random_view(seed=9, scale=6.0)
-    first = [personalise_view(m, view, None, "online") for m in METHODS]
-    personalise_view("t3a", random_view(seed=10), None, "online")
-    assert all(torch.equal(a, personalise_view(m, view, None, "online")) for a, m in zip(first, METHODS))
+    first = [single(m, view) for m in METHODS]
+    single("t3a", random_view(seed=10))
+    assert all(torch.equal(a, single(m, view)) for a, m in zip(first, METHODS))
 
 
 # ---------------------------------------------------------------------------- registry
@@ -520,21 +470,20 @@ def test_registry_grid_and_parameter_checks():
     with pytest.raises(ValueError, match="valid: k, keep_seeds"):
         check_params("t3a", {"K": 5})
     with pytest.raises(ValueError, match="valid: none, t3a, cap"):
-        personalise_view("tent", random_view(), None)
-    with pytest.raises(ValueError, match="online, offline"):
-        t3a(random_view(), mode="batch")
+        single("tent", random_view())
+    # An older cv.json names the online mode's refresh among cap's parameters: read, and dropped.
+    assert check_params("cap", {"refresh": 150}) == check_params("cap")
 
 
 # ------------------------------------------------------------------- one-logit heads (A/H)
 
 def test_a_one_logit_head_is_viewed_as_its_exact_two_class_equivalent():
-    from abaw.personalise import two_class
-
     g = torch.Generator().manual_seed(3)
-    one = LinearView(torch.randn(7, 5, generator=g), torch.randn(1, 5, generator=g), torch.randn(1, generator=g))
-    view = two_class(one)
+    one_logit = LinearView(z=torch.randn(7, 5, generator=g), weight=torch.randn(1, 5, generator=g),
+                           bias=torch.randn(1, generator=g))
+    view = two_class(one_logit)
     assert view.weight.shape == (2, 5) and view.bias.shape == (2,)
-    torch.testing.assert_close(view.logits().softmax(dim=-1)[:, 1], torch.sigmoid(one.logits()[:, 0]))
+    torch.testing.assert_close(view.logits().softmax(dim=-1)[:, 1], torch.sigmoid(one_logit.logits()[:, 0]))
     with pytest.raises(ValueError, match="one-logit"):
         two_class(view)
 
@@ -581,77 +530,69 @@ def drifting_source(view: LinearView, subjects: int = 8, seed: int = 11):
                         view.weight.shape[0])
 
 
-@pytest.mark.parametrize("mode", ["online", "offline"])
 @pytest.mark.parametrize("method, params", [("t3a", {"k": 3}), ("t3a", {"k": "all", "keep_seeds": True}),
-                                            ("cap", {"subjects": 2, "refresh": 40, "margin": 0.02, "top": 3}),
+                                            ("cap", {"subjects": 2, "margin": 0.02, "top": 3}),
                                             ("none", {})])
-def test_units_personalised_together_are_each_personalised_alone(mode, method, params):
+def test_units_personalised_together_are_each_personalised_alone(method, params):
     # Tracks of other lengths (one of a single row, one empty), some with masks, one source bank:
     # one call gives what a call per track gives; a leak between tracks would move the logits.
     base = random_view(rows=10, seed=7, scale=6.0)
-    views = [LinearView(random_view(rows=rows, seed=seed, scale=6.0).z, base.weight, base.bias)
+    views = [LinearView(z=random_view(rows=rows, seed=seed, scale=6.0).z, weight=base.weight, bias=base.bias)
              for rows, seed in ((240, 7), (1, 3), (0, 4), (130, 5), (77, 6))]
     g = torch.Generator().manual_seed(2)
     masks = [None, None, None, torch.rand(130, generator=g) > 0.3, torch.rand(77, generator=g) > 0.5]
     source = drifting_source(views[0])
-    alone = [personalise_view(method, v, params, mode, source, m) for v, m in zip(views, masks)]
-    for rows in (1 << 17, 150):  # one batch, or several (about 150 rows each)
-        together = personalise_views(method, views, params, mode, source, masks, rows=rows)
-        assert [tuple(t.shape) for t in together] == [tuple(a.shape) for a in alone]
-        for a, t in zip(alone, together):
-            assert torch.allclose(a, t, atol=1e-5)
-            assert torch.equal(a.argmax(1), t.argmax(1))
+    alone = [single(method, v, params, source, m) for v, m in zip(views, masks)]
+    together = personalise(method, views, params, source=source, masks=masks)
+    assert [tuple(t.shape) for t in together] == [tuple(a.shape) for a in alone]
+    for a, t in zip(alone, together):
+        assert torch.allclose(a, t, atol=1e-5)
+        assert torch.equal(a.argmax(1), t.argmax(1))
 
 
 def test_units_of_other_models_are_refused():
     a, b = random_view(rows=20, seed=1), random_view(rows=20, seed=2)
     with pytest.raises(ValueError, match="one model's last linear map"):
-        personalise_views("t3a", [a, b])
+        personalise("t3a", [a, b])
     with pytest.raises(ValueError, match="2 views but 1 masks"):
-        personalise_views("cap", [a, a], masks=[None])
+        personalise("cap", [a, a], masks=[None])
 
 
 @pytest.mark.parametrize("margin", [0.0, 0.3, 0.6])
-def test_the_consistency_gate_evaluated_lazily_gives_the_caches_of_the_full_gate(margin):
+def test_the_consistency_gate_fills_the_positive_cache_as_the_per_frame_definition(margin):
     # A wide margin rejects most candidates, so the lowest-entropy ones of a class fail first
-    # and the lazy evaluation has to look further (several rounds) for the cache's frames.
+    # and the cache is filled from further down the ranking.
     base = random_view(rows=10, seed=7, scale=6.0)
-    views = [LinearView(random_view(rows=rows, seed=seed, scale=6.0).z, base.weight, base.bias)
+    views = [LinearView(z=random_view(rows=rows, seed=seed, scale=6.0).z, weight=base.weight, bias=base.bias)
              for rows, seed in ((400, 7), (300, 8), (2, 9))]
     source = drifting_source(views[0])
     params = {"subjects": 3, "positive_size": 4, "margin": margin}
-    full = _cap(views, "offline", source, **params, trace=True)
-    lazy = _cap(views, "offline", source, **params)
-    assert lazy.rows["consistent"] is None  # the fast path did not evaluate every frame
-    rows = full.rows
-    rejected = rows["confident"] & rows["stable"] & ~rows["consistent"]
-    assert rejected.any() if margin else True
-    for u in range(len(views)):
-        mine, start = slice(u * 4, (u + 1) * 4), lazy.units.starts[u]  # this track's 4 classes
-        assert full.trace(u).positive == lazy.positive.final(mine, start)
-        assert full.trace(u).negative == lazy.negative.final(mine, start)
-    assert torch.allclose(full.logits, lazy.logits, atol=1e-5)
+    traces = [cap_trace(view, source=source, **params) for view in views]
+    for view, trace in zip(views, traces):
+        expected, positive, negative = cap_by_definition(view, pos_size=4, source=source, subjects=3, margin=margin)
+        assert trace.positive == positive and trace.negative == negative
+        assert torch.allclose(trace.logits, expected, atol=1e-5)
+    rejected = [t.confident & t.stable & ~t.consistent for t in traces]
+    assert any(r.any() for r in rejected) if margin else True
     if margin == 0.6:  # some class's cache holds frames beyond its first candidates
-        candidates = rows["confident"] & rows["stable"]
-        late = [(u, c) for u in range(len(views)) for c, row in enumerate(full.trace(u).positive)
-                if row and int(rejected[full.units.rows(u)][
-                    (rows["predicted"][full.units.rows(u)] == c) & candidates[full.units.rows(u)]].sum()) >= 4]
+        late = [(u, c) for u, t in enumerate(traces) for c, row in enumerate(t.positive)
+                if row and int(rejected[u][(t.predicted == c) & t.confident & t.stable].sum()) >= 4]
         assert late
 
 
 def test_a_view_with_the_predictions_own_logits_uses_them():
     view = random_view(rows=60, seed=3)
     shifted = view.logits() + torch.tensor([0.0, 0.0, 0.0, 50.0])  # the prediction said: class 3 everywhere
-    own = LinearView(view.z, view.weight, view.bias, shifted)
-    assert torch.equal(personalise_view("none", own), shifted)
+    own = LinearView(z=view.z, weight=view.weight, bias=view.bias, own=shifted)
+    assert torch.equal(single("none", own), shifted)
     assert set(cap_trace(own).predicted.tolist()) == {3}
     assert not torch.equal(t3a(own), t3a(view))  # the supports follow the own predictions
     # With the logits the view computes itself, nothing changes.
-    same = LinearView(view.z, view.weight, view.bias, view.logits())
+    same = LinearView(z=view.z, weight=view.weight, bias=view.bias, own=view.logits())
     for method in ("t3a", "cap"):
-        assert torch.equal(personalise_view(method, same), personalise_view(method, view))
+        assert torch.equal(single(method, same), single(method, view))
     with pytest.raises(ValueError, match=r"own logits must be \(T, C\)"):
-        personalise_view("t3a", LinearView(view.z, view.weight, view.bias, shifted[:5]))
+        single("t3a", LinearView(z=view.z, weight=view.weight, bias=view.bias, own=shifted[:5]))
 
 
 def test_views_of_rows_share_one_linear_map_and_check_the_logits():
@@ -665,39 +606,37 @@ def test_views_of_rows_share_one_linear_map_and_check_the_logits():
         views_of_rows(model, [z.detach()], [torch.zeros(6, 3)])
 
 
-@pytest.mark.parametrize("mode", ["online", "offline"])
-def test_an_empty_view_gives_empty_logits_alone_and_among_others(mode):
+def test_an_empty_view_gives_empty_logits_alone_and_among_others():
     view = random_view(rows=90, seed=3)
-    empty = LinearView(view.z[:0], view.weight, view.bias)
+    empty = LinearView(z=view.z[:0], weight=view.weight, bias=view.bias)
     source = drifting_source(view)
     for method, params in (("t3a", {"k": 3}), ("cap", {}), ("none", {})):
-        alone = METHODS[method].run([empty], mode=mode, source=source, **params)
+        alone = personalise(method, [empty], params, source=source)
         assert [tuple(x.shape) for x in alone] == [(0, 4)]
-        both = METHODS[method].run([view, empty], mode=mode, source=source, **params)
+        both = personalise(method, [view, empty], params, source=source)
         assert tuple(both[1].shape) == (0, 4)
-        assert torch.allclose(both[0], personalise_view(method, view, params, mode, source), atol=1e-5)
-    trace = cap_trace(empty, mode, source)
+        assert torch.allclose(both[0], single(method, view, params, source), atol=1e-5)
+    trace = cap_trace(empty, source=source)
     assert trace.positive == [[], [], [], []] and tuple(trace.logits.shape) == (0, 4)
 
 
-@pytest.mark.parametrize("mode", ["online", "offline"])
-def test_a_track_that_is_not_finite_does_not_reach_the_others(mode):
+def test_a_track_that_is_not_finite_does_not_reach_the_others():
     base = random_view(rows=10, seed=7, scale=6.0)
-    views = [LinearView(random_view(rows=rows, seed=seed, scale=6.0).z, base.weight, base.bias)
+    views = [LinearView(z=random_view(rows=rows, seed=seed, scale=6.0).z, weight=base.weight, bias=base.bias)
              for rows, seed in ((120, 7), (90, 8), (60, 9))]
     broken = views[0].z.clone()
-    broken[0] = math.nan  # the first row of the first track: where the caches' padding points
-    views[0] = LinearView(broken, base.weight, base.bias)
+    broken[0] = math.nan
+    views[0] = LinearView(z=broken, weight=base.weight, bias=base.bias)
     source = drifting_source(views[1])
     for method in ("t3a", "cap"):
-        together = personalise_views(method, views, None, mode, source)
+        together = personalise(method, views, source=source)
         for view, logits in zip(views[1:], together[1:]):
             assert torch.isfinite(logits).all()
-            assert torch.allclose(logits, personalise_view(method, view, None, mode, source), atol=1e-5)
+            assert torch.allclose(logits, single(method, view, None, source), atol=1e-5)
 
 
 def test_views_with_one_weight_but_other_biases_are_refused():
     view = random_view(rows=20, seed=1)
-    other = LinearView(view.z, view.weight, view.bias + 1.0)  # the same weight object
+    other = LinearView(z=view.z, weight=view.weight, bias=view.bias + 1.0)  # the same weight object
     with pytest.raises(ValueError, match="one model's last linear map"):
-        personalise_views("cap", [view, other])
+        personalise("cap", [view, other])

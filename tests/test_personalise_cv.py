@@ -10,7 +10,7 @@ from abaw.cv import (FoldViews, class_indices, nested_personalisation, nested_po
                      personalised_postprocess, personalised_predictions, track_output)
 from abaw.data.records import Track
 from abaw.metrics import score
-from abaw.personalise import LinearView, param_grid, personalise_view
+from abaw.personalise import LinearView, param_grid, personalise
 from abaw.postprocess import apply, tune
 from abaw.report import personalisation_lines
 from abaw.tasks import EXPR
@@ -63,13 +63,13 @@ def test_scores_are_the_pooled_argmax_of_each_personalised_track():
             y = rng.integers(0, 8, 40)
             z = weight[y] + 0.8 * torch.randn(40, 6) + torch.randn(6)  # a person's own offset
             tracks.append(_track(f"f{k}t{i}", y))
-            views.append(LinearView(z, weight, torch.zeros(8)))
+            views.append(LinearView(z=z, weight=weight, bias=torch.zeros(8)))
         folds[k] = FoldViews([(t,) for t in tracks], views, [torch.ones(40, dtype=torch.bool)] * 2, None)
     table = personalisation_scores(EXPR, folds, methods=("none", "t3a"))
     assert [p for p, _ in table["t3a"]] == param_grid("t3a")
     for params, scores in table["t3a"]:
         for k, fold in folds.items():
-            decided = np.concatenate([personalise_view("t3a", v, params).argmax(dim=-1).numpy()
+            decided = np.concatenate([personalise("t3a", [v], params)[0].argmax(dim=-1).numpy()
                                       for v in fold.views])[:, None]
             labels = np.concatenate([t.labels for (t,) in fold.units])
             assert scores[k] == score(EXPR, labels, decided, np.ones_like(labels, bool)).value
@@ -92,7 +92,7 @@ def people_folds(folds: int = 3, tracks: int = 2, rows: int = 60, seed: int = 0)
             y = np.repeat(rng.integers(0, 8, rows // 10), 10)  # stretches of one expression, as in video
             z = weight[y] + 0.8 * torch.randn(rows, 6) + 1.5 * torch.randn(6)
             held.append(_track(f"f{k}t{i}", y))
-            fold_views.append(LinearView(z, weight, torch.zeros(8)))
+            fold_views.append(LinearView(z=z, weight=weight, bias=torch.zeros(8)))
         views[k] = FoldViews([(t,) for t in held], fold_views, [torch.ones(rows, dtype=torch.bool)] * tracks, None)
         oof[k] = {t.id: {"probabilities": torch.softmax(v.logits(), dim=-1).numpy(), "present": np.ones(rows, bool)}
                   for t, v in zip(held, fold_views)}
