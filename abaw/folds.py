@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +87,20 @@ class Folds:
             ) from None
 
 
+def grouped_counts(task: Task, tracks: list[Track], group_of: Callable[[Track], int], groups: int) -> np.ndarray | None:
+    """(groups, 2C) :func:`label_counts` of the train and validation ``tracks`` summed per group
+    (``group_of(track)`` its index): the C counts, then the C totals. None without such tracks."""
+    summed = None
+    for track in tracks:
+        if track.split == "test":
+            continue
+        counts, totals = label_counts(task, track)
+        if summed is None:
+            summed = np.zeros((groups, 2 * len(counts)))
+        summed[group_of(track)] += np.concatenate([counts, totals])
+    return summed
+
+
 def build_folds(tracks_by_task: dict[Task, list[Track]], k: int = 5, seed: int = 0) -> Folds:
     """Assign every raw video of the given train/validation tracks to one of ``k`` folds, the
     videos of one source (:func:`video_sources`) to the same fold.
@@ -104,14 +118,7 @@ def build_folds(tracks_by_task: dict[Task, list[Track]], k: int = 5, seed: int =
     index = {video: i for i, members in enumerate(sources.values()) for video in members}
     blocks = []
     for task, tracks in tracks_by_task.items():
-        block = None
-        for track in tracks:
-            if track.split == "test":
-                continue
-            counts, totals = label_counts(task, track)
-            if block is None:
-                block = np.zeros((len(sources), 2 * len(counts)))
-            block[index[track.video]] += np.concatenate([counts, totals])
+        block = grouped_counts(task, tracks, lambda track: index[track.video], len(sources))
         if block is not None:
             # Each task weighs the same however many frames it has.
             blocks.append(block / np.maximum(block.sum(axis=0), 1.0))
@@ -205,16 +212,10 @@ def absent_from_training(task: Task, folds: Folds, tracks: list[Track]) -> dict[
     nothing absent are left out. Test tracks are ignored."""
     if task.kind == "regression":
         return {}
-    counts = None
-    for track in tracks:
-        if track.split == "test":
-            continue
-        c, _ = label_counts(task, track)
-        if counts is None:
-            counts = np.zeros((folds.k, len(c)))
-        counts[folds.fold_of(track)] += c
-    if counts is None:
+    both = grouped_counts(task, tracks, folds.fold_of, folds.k)
+    if both is None:
         return {}
+    counts = both[:, :both.shape[1] // 2]
     names = distribution_names(task)
     absent = {}
     for fold in range(folds.k):
