@@ -10,7 +10,6 @@ of CV scores and the files written. Every step reuses what an earlier run finish
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from abaw.folds import ensure_folds
 from abaw.inspection import format_report, inspect_root
 from abaw.metrics import score
 from abaw.predict import predict
+from abaw.runtime import stderr_log
 from abaw.submit import submit
 from abaw.tasks import TASKS, Task, get_task
 from abaw.training.train import wait_for_main, wait_timeout
@@ -36,8 +36,7 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:>8.4f} ± {std:.4f}"
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+log = stderr_log  # every progress line of the pipeline
 
 
 def baseline_cv(config: Config, task: Task) -> tuple[float, float]:

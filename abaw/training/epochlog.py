@@ -4,7 +4,6 @@ of Lightning's that is not about the run (:func:`quiet_lightning`, applied at im
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import warnings
 
@@ -13,17 +12,12 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
-from abaw.runtime import Log
+from abaw.runtime import Log, stderr_log
 
 
 # Seconds between two epoch lines: real epochs (minutes) get one line each, while the many
 # short fits of a cross-validation on the sample print one or two lines, even on a busy machine.
 EPOCH_LOG_EVERY = 30.0
-
-
-def to_stderr(message: str) -> None:
-    """Print one log line on stderr, at once."""
-    print(message, file=sys.stderr, flush=True)
 
 
 class _NotAboutTheRun(logging.Filter):
@@ -82,7 +76,7 @@ class EpochLog(Callback):
     def __getstate__(self) -> dict:
         # Spawned DDP workers get a pickled copy: a closure does not pickle, and a worker's
         # output goes to its own stderr anyway.
-        return {**self.__dict__, "write": to_stderr}
+        return {**self.__dict__, "write": stderr_log}
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._last_time = time.monotonic()

@@ -22,11 +22,11 @@ from abaw.config_checks import unknown
 from abaw.data import load_tracks
 from abaw.data.records import DataError, Track
 from abaw.folds import ensure_folds
-from abaw.runtime import Log
+from abaw.runtime import Log, stderr_log
 from abaw.tasks import Task, get_task
 from abaw.training.data import (WindowDataModule, WindowDataset, check_fresh, open_streams, prediction_windows,
                                 stream_statistics)
-from abaw.training.epochlog import EPOCH_LOG_EVERY, EpochLog, to_stderr
+from abaw.training.epochlog import EPOCH_LOG_EVERY, EpochLog
 from abaw.training.losses import class_weights, positive_weights
 from abaw.training.module import TaskModule
 
@@ -168,7 +168,7 @@ def train(config: Config, run_dir: Path | Callable[[], Path], fold: int | None =
     trains ``train.epochs`` epochs and the last checkpoint is the result, so nothing about the
     held-out frames chooses the model.
     """
-    log = log or to_stderr
+    log = log or stderr_log
     t = config.train
     task = get_task(t.task)
     prefix = f"{task.name.upper()}{'' if fold is None else f' fold {fold}'}"
